@@ -1,0 +1,80 @@
+"""mmplug: multimodal models assembled from named, pluggable parts.
+
+``import mmplug`` is cheap: the torch-backed names (``Encoder``, ``build_model``, ...) are
+imported on first access, so listing plugins never loads torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from mmplug.errors import (
+    ComponentError,
+    ConfigError,
+    ConfigIssue,
+    DataError,
+    DuplicateComponentError,
+    MmplugError,
+    PluginLoadError,
+    UnknownComponentError,
+)
+from mmplug.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from mmplug.assembly import Batch, ModelOutput, MultimodalModel, build_model
+    from mmplug.config import Config, load_config
+    from mmplug.interfaces import Encoder, EncoderOutput, Fusion, Head, Modality
+
+_LAZY = {
+    "Modality": "mmplug.interfaces",
+    "Encoder": "mmplug.interfaces",
+    "EncoderOutput": "mmplug.interfaces",
+    "Fusion": "mmplug.interfaces",
+    "Head": "mmplug.interfaces",
+    "Batch": "mmplug.assembly",
+    "ModelOutput": "mmplug.assembly",
+    "MultimodalModel": "mmplug.assembly",
+    "build_model": "mmplug.assembly",
+    "Config": "mmplug.config",
+    "load_config": "mmplug.config",
+}
+
+__all__ = [
+    "Batch",
+    "ComponentError",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "DataError",
+    "DuplicateComponentError",
+    "Encoder",
+    "EncoderOutput",
+    "Fusion",
+    "Head",
+    "MmplugError",
+    "Modality",
+    "ModelOutput",
+    "MultimodalModel",
+    "PluginLoadError",
+    "UnknownComponentError",
+    "__version__",
+    "build_model",
+    "hookimpl",
+    "load_config",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmplug' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

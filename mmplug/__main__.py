@@ -1,0 +1,7 @@
+"""``python -m mmplug``: the same as the ``mmplug`` command."""
+
+import sys
+
+from mmplug.cli import main
+
+sys.exit(main())

@@ -1,0 +1,345 @@
+"""Config-by-name assembly: from a resolved config to a :class:`MultimodalModel`.
+
+Assembly wires what a config can't know: each encoder's ``output_dim`` becomes the fusion's
+``input_dims``, the fusion's ``output_dim`` the head's ``input_dim``. It also owns absence:
+encoders only ever see the samples that have their modality; the model scatters their outputs
+back into batch order, with zero rows and ``present`` False for the samples that lack it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import torch
+from pydantic import ValidationError
+from torch import Tensor, nn
+
+from mmplug.config import (
+    Config,
+    ConfigSource,
+    ResolvedComponent,
+    ResolvedModel,
+    load_config,
+    resolve_model,
+)
+from mmplug.errors import ComponentError, DataError, MmplugError
+from mmplug.interfaces import Encoder, EncoderOutput, Fusion, Head, Modality
+from mmplug.registry import ComponentSpec, Registry
+
+T = TypeVar("T")
+
+
+@dataclass
+class Batch:
+    """A preprocessed batch.
+
+    Attributes:
+        size: ``B``.
+        inputs: per modality key, the encoder's tensors for the *present* samples only
+            (leading dimension ``present[key].sum()``).
+        present: per modality key, bool ``[B]``.
+    """
+
+    size: int
+    inputs: dict[str, dict[str, Tensor]]
+    present: dict[str, Tensor]
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on ``device``."""
+        return Batch(
+            size=self.size,
+            inputs={k: {n: t.to(device) for n, t in v.items()} for k, v in self.inputs.items()},
+            present={k: v.to(device) for k, v in self.present.items()},
+        )
+
+
+@dataclass
+class ModelOutput:
+    """What :class:`MultimodalModel` returns.
+
+    Attributes:
+        logits: the head's output, ``[B, C]``.
+        fused: the fusion's output, ``[B, F]``.
+        features: per key, the encoder output scattered back to batch order.
+    """
+
+    logits: Tensor
+    fused: Tensor
+    features: dict[str, EncoderOutput] = field(default_factory=dict)
+
+
+class MultimodalModel(nn.Module):
+    """Encoders (one per modality key, in sorted key order), a fusion and a head.
+
+    Args:
+        encoders: modality key -> encoder.
+        fusion: built with the encoders' output dims.
+        head: built with the fusion's output dim.
+        modalities: modality key -> the :class:`Modality` that loads its raw values.
+        resolved: the resolved config the model was built from, if any.
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, Encoder],
+        fusion: Fusion,
+        head: Head,
+        modalities: Mapping[str, Modality],
+        resolved: ResolvedModel | None = None,
+    ):
+        super().__init__()
+        self.encoders = nn.ModuleDict({key: encoders[key] for key in sorted(encoders)})
+        self.fusion = fusion
+        self.head = head
+        self.modalities = {key: modalities[key] for key in sorted(modalities)}
+        self.resolved = resolved
+        # Follows .to(device/dtype) so that modalities absent from a whole batch get zeros
+        # of the right kind.
+        self._anchor: Tensor
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    @property
+    def keys(self) -> list[str]:
+        """The modality keys, sorted."""
+        return list(self.encoders)
+
+    def encoder_items(self) -> list[tuple[str, Encoder]]:
+        """``(key, encoder)`` pairs in sorted key order."""
+        return [(key, cast(Encoder, encoder)) for key, encoder in self.encoders.items()]
+
+    def load_sample(
+        self, values: Mapping[str, Any], *, root: str | Path | None = None
+    ) -> dict[str, Any]:
+        """Load raw values (paths, inline values) of one sample with each key's modality.
+
+        A missing key or ``None`` stays absent.
+        """
+        self._check_keys(values, "sample")
+        return {
+            key: self.modalities[key].load(value, root=root)
+            for key, value in sorted(values.items())
+            if value is not None
+        }
+
+    def fit_encoders(self, samples: Sequence[Mapping[str, Any]]) -> None:
+        """Give each encoder the raw values of its key (present ones only) to fit preprocessing."""
+        for key, encoder in self.encoder_items():
+            raws = [s[key] for s in samples if s.get(key) is not None]
+            if raws:
+                encoder.fit(raws)
+
+    def preprocess(self, samples: Sequence[Mapping[str, Any]], *, train: bool = False) -> Batch:
+        """Batch raw samples (key -> raw object; a missing key or None means absent).
+
+        Each encoder preprocesses only the samples that have its key.
+        """
+        for index, sample in enumerate(samples):
+            self._check_keys(sample, f"sample {index}")
+        inputs: dict[str, dict[str, Tensor]] = {}
+        present: dict[str, Tensor] = {}
+        for key, encoder in self.encoder_items():
+            mask = [sample.get(key) is not None for sample in samples]
+            present[key] = torch.tensor(mask, dtype=torch.bool)
+            raws = [sample[key] for sample, has in zip(samples, mask, strict=True) if has]
+            inputs[key] = encoder.preprocess(raws, train=train) if raws else {}
+        return Batch(size=len(samples), inputs=inputs, present=present)
+
+    def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
+        """Run each encoder on its present samples and scatter the outputs to ``[B, ...]``.
+
+        Absent rows are zeros (tokens masked out). When no sample of the batch has a key, its
+        encoder does not run and ``tokens``/``mask`` are None.
+        """
+        features = {}
+        for key, encoder in self.encoder_items():
+            present = batch.present[key]
+            count = int(present.sum())
+            if count == 0:
+                pooled = self._anchor.new_zeros(batch.size, encoder.output_dim)
+                features[key] = EncoderOutput(pooled)
+                continue
+            out = encoder(batch.inputs[key])
+            _check_encoder_output(key, encoder, out, count)
+            features[key] = _scatter(out, present, batch.size)
+        return features
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        """Encode, fuse and apply the head."""
+        features = self.encode(batch)
+        fused = self.fusion(features, batch.present)
+        expected = (batch.size, self.fusion.output_dim)
+        if not isinstance(fused, Tensor) or tuple(fused.shape) != expected:
+            got = tuple(fused.shape) if isinstance(fused, Tensor) else type(fused).__name__
+            raise ComponentError(
+                f"fusion {type(self.fusion).__name__} returned {got}, expected {expected}"
+            )
+        return ModelOutput(logits=self.head(fused), fused=fused, features=features)
+
+    def describe(self) -> str:
+        """A few lines on what was built: components, origins, dims and parameter counts."""
+        resolved = self.resolved
+        rows: list[tuple[str, str, nn.Module, ResolvedComponent | None, int]] = [
+            (
+                "encoder",
+                key,
+                encoder,
+                resolved.encoders[key] if resolved else None,
+                encoder.output_dim,
+            )
+            for key, encoder in self.encoder_items()
+        ]
+        rows.append(
+            (
+                "fusion",
+                "",
+                self.fusion,
+                resolved.fusion if resolved else None,
+                self.fusion.output_dim,
+            )
+        )
+        rows.append(
+            ("head", "", self.head, resolved.head if resolved else None, self.head.output_dim)
+        )
+        lines = []
+        for kind, key, module, origin, dim in rows:
+            count = sum(p.numel() for p in module.parameters())
+            what = type(module).__name__
+            if origin is not None:
+                spec = origin.spec
+                what = f"{spec.name} ({spec.distribution} {spec.version})"
+            lines.append(f"  {kind:<8} {key:<10} {what:<40} -> {dim:<5} {count:>12,} params")
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        lines.append(f"  total: {total:,} parameters ({trainable:,} trainable)")
+        return "\n".join(lines)
+
+    def _check_keys(self, sample: Mapping[str, Any], what: str) -> None:
+        unknown = sorted(set(sample) - set(self.encoders))
+        if unknown:
+            raise DataError(
+                f"{what} has {', '.join(map(repr, unknown))}, which the model has no encoder for "
+                f"(its keys: {', '.join(self.encoders)})"
+            )
+
+
+def _check_encoder_output(key: str, encoder: Encoder, out: object, count: int) -> None:
+    name = type(encoder).__name__
+    if not isinstance(out, EncoderOutput):
+        raise ComponentError(
+            f"encoder {key!r} ({name}) returned {type(out).__name__}, not EncoderOutput"
+        )
+    if tuple(out.pooled.shape) != (count, encoder.output_dim):
+        raise ComponentError(
+            f"encoder {key!r} ({name}) returned pooled of shape {tuple(out.pooled.shape)}, "
+            f"expected ({count}, {encoder.output_dim}) (present samples, output_dim)"
+        )
+
+
+def _scatter(out: EncoderOutput, present: Tensor, size: int) -> EncoderOutput:
+    """Put the present samples' outputs back in batch order; absent rows are zero, masked out."""
+    if bool(present.all()):
+        return out
+    pooled = out.pooled.new_zeros(size, out.pooled.shape[1])
+    pooled[present] = out.pooled
+    if out.tokens is None or out.mask is None:
+        return EncoderOutput(pooled)
+    tokens = out.tokens.new_zeros(size, *out.tokens.shape[1:])
+    tokens[present] = out.tokens
+    mask = out.mask.new_zeros(size, out.mask.shape[1])
+    mask[present] = out.mask
+    return EncoderOutput(pooled, tokens, mask)
+
+
+# -- building -------------------------------------------------------------------------------
+
+
+def build_component(component: ResolvedComponent, interface: type[T], **wiring: Any) -> T:
+    """Call a component's factory with its validated params plus what assembly wires in.
+
+    Raises:
+        ComponentError: the factory failed (a bug, or a plugin's own error without its
+            context) or returned something that is not an ``interface``.
+    """
+    spec = component.spec
+    where = f"{component.path}: {spec.kind} {spec.name!r} from {spec.distribution} {spec.version}"
+    try:
+        factory = spec.load_factory()
+    except Exception as exc:
+        raise ComponentError(f"{where}: can't import its factory {spec.factory!r}: {exc}") from exc
+    try:
+        built = factory(**wiring, **component.kwargs())
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, MmplugError) else f"{type(exc).__name__}: {exc}"
+        raise ComponentError(f"{where} failed to build: {detail}") from exc
+    if not isinstance(built, interface):
+        raise ComponentError(
+            f"{where}: its factory returned {type(built).__name__}, not a {interface.__name__}"
+        )
+    return built
+
+
+def build_modalities(modalities: Mapping[str, ComponentSpec]) -> dict[str, Modality]:
+    """Build one :class:`Modality` per distinct modality spec, shared by the keys that use it."""
+    built: dict[str, Modality] = {}
+    by_key = {}
+    for key, spec in sorted(modalities.items()):
+        if spec.qualified_name not in built:
+            path = f"model.encoders.{key}"
+            try:
+                params = spec.params()
+            except ValidationError as exc:
+                raise ComponentError(
+                    f"{path}: modality {spec.name!r} from {spec.distribution} can't be built with "
+                    f"default params: {exc}"
+                ) from exc
+            component = ResolvedComponent(path, spec, params)
+            built[spec.qualified_name] = build_component(component, Modality)
+        by_key[key] = built[spec.qualified_name]
+    return by_key
+
+
+def build_model(
+    config: ConfigSource | Config,
+    *,
+    registry: Registry | None = None,
+    overrides: Sequence[str] = (),
+) -> MultimodalModel:
+    """Build a model from a config: a file path, a dict or a :class:`Config`.
+
+    Args:
+        config: the config; its ``model`` section is used.
+        registry: where names are looked up; defaults to the installed plugins'.
+        overrides: ``dotted.key=value`` strings applied first.
+
+    Raises:
+        ConfigError: every problem with names and params, with paths.
+        ComponentError: a component failed to build or broke its interface.
+    """
+    if registry is None:
+        from mmplug.plugins import default_registry
+
+        registry = default_registry()
+    source = str(config) if isinstance(config, str | Path) else None
+    resolved = resolve_model(load_config(config, overrides), registry, source=source)
+    modalities = build_modalities(resolved.modalities)
+    encoders = {}
+    for key, component in resolved.encoders.items():
+        encoder = build_component(component, Encoder)
+        if encoder.modality != component.spec.modality:
+            raise ComponentError(
+                f"{component.path}: encoder {component.spec.name!r} was registered for modality "
+                f"{component.spec.modality!r} but its object says {encoder.modality!r}"
+            )
+        if not isinstance(encoder.output_dim, int) or encoder.output_dim <= 0:
+            raise ComponentError(
+                f"{component.path}: encoder {component.spec.name!r} "
+                f"has output_dim {encoder.output_dim!r}, not a positive int"
+            )
+        encoders[key] = encoder
+    input_dims = {key: encoders[key].output_dim for key in sorted(encoders)}
+    fusion = build_component(resolved.fusion, Fusion, input_dims=input_dims)
+    head = build_component(resolved.head, Head, input_dim=fusion.output_dim)
+    return MultimodalModel(encoders, fusion, head, modalities, resolved)

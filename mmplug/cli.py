@@ -1,0 +1,277 @@
+"""The ``mmplug`` command.
+
+Exit codes: 0 success; 2 a user error (unknown name, invalid config, bad arguments, a broken
+plugin in strict mode), printed as one message without a traceback. Anything else is a bug
+and keeps its traceback. ``MMPLUG_DEBUG=1`` shows tracebacks for user errors too.
+
+The commands here never import torch: they read the registry, not built models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from mmplug import __version__
+from mmplug.errors import MmplugError, UnknownComponentError
+from mmplug.registry import KINDS, ComponentSpec, Registry
+
+USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+        return result
+    except MmplugError as exc:
+        if os.environ.get("MMPLUG_DEBUG"):
+            raise
+        print(f"mmplug: error: {exc}", file=sys.stderr)
+        return USER_ERROR
+    except BrokenPipeError:
+        # `mmplug list | head`: the reader left; nothing more to say.
+        sys.stderr.close()
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmplug", description="Multimodal models assembled from named, pluggable parts."
+    )
+    parser.add_argument("--version", action="version", version=f"mmplug {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    cmd = commands.add_parser(
+        "plugins", help="installed plugin distributions and what they registered"
+    )
+    cmd.add_argument("--json", action="store_true", help="print JSON")
+    cmd.set_defaults(run=cmd_plugins)
+
+    cmd = commands.add_parser(
+        "list",
+        help="registered components",
+        description="List registered components. KIND is one of: " + ", ".join(KINDS) + ".",
+    )
+    cmd.add_argument(
+        "filters",
+        nargs="*",
+        metavar="[KIND] [PATTERN]",
+        help="a kind and/or a glob pattern such as 'resnet*'",
+    )
+    cmd.add_argument("--modality", metavar="M", help="only encoders of modality M (and M itself)")
+    cmd.add_argument("--json", action="store_true", help="print JSON")
+    cmd.set_defaults(run=cmd_list)
+
+    cmd = commands.add_parser("info", help="a component's summary, origin and params")
+    cmd.add_argument("name", help="a component name, or distribution:name")
+    cmd.add_argument("--kind", choices=KINDS, help="only components of this kind")
+    cmd.add_argument("--json", action="store_true", help="print JSON")
+    cmd.set_defaults(run=cmd_info)
+
+    cmd = commands.add_parser(
+        "validate", help="check a config's names and params without building anything"
+    )
+    cmd.add_argument("config", help="a YAML or JSON config file")
+    cmd.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. model.fusion.name=gated",
+    )
+    cmd.set_defaults(run=cmd_validate)
+    return parser
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _load(*, report_failures: bool = True) -> Any:
+    from mmplug.plugins import load_plugins
+
+    host = load_plugins()
+    if report_failures:
+        for record in host.failures:
+            print(f"mmplug: warning: {record.failure()}; see 'mmplug plugins'", file=sys.stderr)
+    return host
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, indent: int = 0) -> None:
+    """Print an aligned table; wide on a pipe so that nothing wraps."""
+    from rich.console import Console
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+    table = Table(*columns, box=None, pad_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # Text: no markup, '[int]' stays
+    console.print(Padding(table, (0, 0, 0, indent), expand=False))
+
+
+def _parse_list_filters(filters: Sequence[str]) -> tuple[str | None, str | None]:
+    """``[KIND] [PATTERN]``: a first word that names a kind is the kind, anything else a pattern."""
+    rest = list(filters)
+    kind = _as_kind(rest[0]) if rest else None
+    if kind:
+        rest.pop(0)
+    if len(rest) > 1:
+        close = difflib.get_close_matches(rest[0], KINDS, n=1)
+        raise UnknownComponentError("kind", rest[0], KINDS, close)
+    return kind, (rest[0] if rest else None)
+
+
+def _as_kind(word: str) -> str | None:
+    """``encoder`` or ``encoders`` -> ``encoder``; ``modalities`` -> ``modality``."""
+    singular = {"modalities": "modality"}.get(word, word.removesuffix("s"))
+    return singular if singular in KINDS else None
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    host = _load(report_failures=False)
+    if args.json:
+        _print_json([record.describe() for record in host.records])
+        return 0
+    for record in host.records:
+        origin = "core" if record.distribution == "mmplug" else record.name
+        where = f"[{origin} -> {record.module}]"
+        print(f"{record.distribution} {record.version}  {where}  {record.status}")
+        if record.error:
+            print(f"    error: {record.error}")
+        for kind in KINDS:
+            names = [c.split(":", 1)[1] for c in record.components if c.startswith(kind + ":")]
+            if names:
+                print(f"    {kind}: {', '.join(names)}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    kind, pattern = _parse_list_filters(args.filters)
+    registry: Registry = _load().registry
+    specs = registry.components(kind, pattern, modality=args.modality)
+    if args.json:
+        _print_json([spec.describe() for spec in specs])
+        return 0
+    if not specs:
+        print("no components match", file=sys.stderr)
+        return 0
+    rows = [[s.kind, s.name, s.modality or "", s.distribution, s.version, s.summary] for s in specs]
+    _table(["kind", "name", "modality", "distribution", "version", "summary"], rows)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    registry: Registry = _load().registry
+    specs = [s for s in registry.find(args.name) if args.kind in (None, s.kind)]
+    if not specs:
+        every = sorted({s.name for s in registry.components(args.kind)})
+        raise UnknownComponentError(
+            args.kind or "component",
+            args.name,
+            every,
+            difflib.get_close_matches(args.name, every, n=3),
+        )
+    if args.json:
+        _print_json([{**spec.describe(), "params": _params(spec)} for spec in specs])
+        return 0
+    for index, spec in enumerate(specs):
+        if index:
+            print()
+        print(f"{spec.kind} {spec.name}  ({spec.distribution} {spec.version})")
+        if spec.summary:
+            print(f"  {spec.summary}")
+        if spec.modality:
+            print(f"  modality: {spec.modality}")
+        params = _params(spec)
+        if not params:
+            print("  params: none")
+            continue
+        print("  params:")
+        _table(
+            ["field", "type", "default", "description"],
+            [
+                [
+                    p["name"],
+                    p["type"],
+                    "required" if p["required"] else json.dumps(p["default"]),
+                    p["description"] or "",
+                ]
+                for p in params
+            ],
+            indent=4,
+        )
+    return 0
+
+
+def _params(spec: ComponentSpec) -> list[dict[str, Any]]:
+    """Field, type, default and description of each param of a component."""
+    from pydantic_core import PydanticUndefined
+
+    rows = []
+    for name, field in spec.params.model_fields.items():
+        required = field.is_required()
+        default = None
+        if not required:
+            default = field.get_default(call_default_factory=True)
+            if default is PydanticUndefined:
+                default = None
+        rows.append(
+            {
+                "name": name,
+                "type": _type_name(field.annotation),
+                "default": _jsonable(default),
+                "required": required,
+                "description": field.description,
+            }
+        )
+    return rows
+
+
+def _type_name(annotation: Any) -> str:
+    if type(annotation) is type:  # a plain class; generics such as list[int] print themselves
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from mmplug.config import load_config, resolve_model
+
+    registry: Registry = _load().registry
+    config = load_config(args.config, args.overrides)
+    resolved = resolve_model(config, registry, source=args.config)
+    print(f"{args.config}: valid")
+    components = [(f"encoders.{k}", c) for k, c in resolved.encoders.items()]
+    components += [("fusion", resolved.fusion), ("head", resolved.head)]
+    for where, component in components:
+        spec = component.spec
+        params = ", ".join(
+            f"{k}={json.dumps(v)}" for k, v in component.params.model_dump(mode="json").items()
+        )
+        modality = f" [modality {spec.modality}]" if spec.modality else ""
+        print(f"  model.{where}: {spec.name} ({spec.distribution} {spec.version}){modality}")
+        if params:
+            print(f"      {params}")
+    return 0

@@ -1,0 +1,91 @@
+"""The project's exceptions.
+
+Every error a user can cause (an unknown name, an invalid config, a broken plugin, a bad
+value in a manifest) is an :class:`MmplugError`. The command line turns those into one
+clear message and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class MmplugError(Exception):
+    """Base class of every error mmplug raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config, located by its dotted path (``model.encoders.text.pooling``)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(MmplugError, ValueError):
+    """A config that can't be used; lists every problem found, each with its path.
+
+    Args:
+        issues: the problems, in the order they were found.
+        source: where the config came from (a file path), named in the message.
+    """
+
+    def __init__(self, issues: Sequence[ConfigIssue] | str, *, source: str | None = None):
+        if isinstance(issues, str):
+            issues = [ConfigIssue("", issues)]
+        self.issues: list[ConfigIssue] = list(issues)
+        self.source = source
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f" in {self.source}" if self.source else ""
+        if len(self.issues) == 1:
+            return f"invalid config{where}: {self.issues[0]}"
+        lines = [f"invalid config{where} ({len(self.issues)} errors):"]
+        lines += [f"  {issue}" for issue in self.issues]
+        return "\n".join(lines)
+
+
+class UnknownComponentError(MmplugError, KeyError):
+    """No component of that kind has that name. The message suggests close matches."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str], suggestions: Sequence[str]):
+        self.kind = kind
+        self.name = name
+        self.suggestions = list(suggestions)
+        known = sorted(known)
+        if self.suggestions:
+            hint = "did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
+        elif known:
+            hint = f"known {kind}s: {', '.join(known)}"
+        else:
+            hint = f"no {kind} is registered; is the plugin that provides it installed?"
+        super().__init__(f"unknown {kind} {name!r}; {hint}")
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would wrap the message in quotes.
+        return str(self.args[0])
+
+
+class DuplicateComponentError(MmplugError):
+    """A name is ambiguous (two distributions register it) or registered twice by one plugin."""
+
+
+class PluginLoadError(MmplugError):
+    """A plugin failed to import or to register its components.
+
+    Raised only in strict mode (``MMPLUG_STRICT_PLUGINS=1``); otherwise the failure is
+    recorded in the plugin report and every other plugin still loads.
+    """
+
+
+class ComponentError(MmplugError):
+    """A component failed to build, or broke its interface (wrong type, wrong output shape)."""
+
+
+class DataError(MmplugError, ValueError):
+    """A raw value (a manifest cell, a file) that a modality can't load; names the value."""

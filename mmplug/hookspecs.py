@@ -1,0 +1,75 @@
+"""The hooks a plugin implements: the whole public plugin contract.
+
+A plugin is a module (named by an entry point in the ``mmplug`` group) with functions marked
+``@mmplug.hookimpl``. Each hook receives a ``register`` callback and returns nothing::
+
+    import mmplug
+
+    @mmplug.hookimpl
+    def register_encoders(register):
+        register("char-cnn", "mmplug_chars.encoder:CharCNN", params=CharCNNParams,
+                 modality="text", summary="Character-level CNN")
+
+Hooks only ever gain arguments; pluggy hands a hook implementation only the arguments it
+names, so plugins written against an older set keep working.
+
+This module imports pluggy and nothing heavier: importing a plugin must stay cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from mmplug.registry import RegisterFn
+
+PROJECT_NAME = "mmplug"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_modalities(register: RegisterFn) -> None:
+    """Register modalities: the loaders that turn a manifest value into a raw object.
+
+    ``register(name, factory, *, params=None, summary=None)``; ``factory(**params)`` returns a
+    :class:`mmplug.Modality`.
+    """
+
+
+@hookspec
+def register_encoders(register: RegisterFn) -> None:
+    """Register encoders: modules that turn a batch of raw objects into features.
+
+    ``register(name, factory, *, params=None, summary=None, modality=...)``; ``modality`` is
+    the name of the modality the encoder consumes. ``factory(**params)`` returns a
+    :class:`mmplug.Encoder`.
+    """
+
+
+@hookspec
+def register_fusions(register: RegisterFn) -> None:
+    """Register fusions: modules that combine per-modality features into one vector.
+
+    ``factory(input_dims={key: dim, ...}, **params)`` returns a :class:`mmplug.Fusion`.
+    """
+
+
+@hookspec
+def register_heads(register: RegisterFn) -> None:
+    """Register heads: task layers with a loss on top of the fused vector.
+
+    ``factory(input_dim=int, **params)`` returns a :class:`mmplug.Head`.
+    """
+
+
+#: hook name -> the kind of component it registers, in the order hooks are called.
+HOOK_KINDS: dict[str, str] = {
+    "register_modalities": "modality",
+    "register_encoders": "encoder",
+    "register_fusions": "fusion",
+    "register_heads": "head",
+}
