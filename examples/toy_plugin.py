@@ -34,10 +34,9 @@ class NumbersModality(Modality):
     name = "numbers"
 
     def load(self, value: Any, *, root: str | Path | None = None) -> Tensor:
-        if isinstance(value, str):
-            value = value.split(",")
+        items = value.split(",") if isinstance(value, str) else value
         try:
-            return torch.tensor([float(v) for v in value], dtype=torch.float32)
+            return torch.tensor([float(v) for v in items], dtype=torch.float32)
         except (TypeError, ValueError) as exc:
             raise DataError(f"numbers: can't read {value!r} as a list of numbers") from exc
 

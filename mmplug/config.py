@@ -103,7 +103,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", source=str(path)
         ) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", source=str(path)) from exc
+        raise ConfigError(f"invalid YAML{_yaml_where(exc)}", source=str(path)) from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -111,6 +111,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"the top level must be a mapping, not {type(data).__name__}", source=str(path)
         )
     return data
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """`` at line L, column C: problem`` from a YAML error (1-based, as editors count)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return f": {problem}"
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -134,7 +143,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            issues.append(ConfigIssue(key, f"override value {raw!r} is not valid YAML: {exc}"))
+            issues.append(
+                ConfigIssue(key, f"override value {raw!r} is not valid YAML{_yaml_where(exc)}")
+            )
             continue
         node = result
         for depth, part in enumerate(parts[:-1]):

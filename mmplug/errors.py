@@ -43,6 +43,8 @@ class ConfigError(MmplugError, ValueError):
 
     def _message(self) -> str:
         where = f" in {self.source}" if self.source else ""
+        if len(self.issues) == 1 and not (self.source or self.issues[0].path):
+            return self.issues[0].message  # e.g. "config file not found: x.yaml"
         if len(self.issues) == 1:
             return f"invalid config{where}: {self.issues[0]}"
         lines = [f"invalid config{where} ({len(self.issues)} errors):"]

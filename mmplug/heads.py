@@ -123,5 +123,5 @@ class RegressionHead(_MLPHead):
         return {
             "mae": torchmetrics.MeanAbsoluteError(),
             "rmse": torchmetrics.MeanSquaredError(squared=False),
-            "r2": torchmetrics.R2Score(num_outputs=self.num_targets),
+            "r2": torchmetrics.R2Score(),  # averages over targets when there are several
         }

@@ -1,0 +1,91 @@
+"""Shared fixtures: fresh plugin hosts, the example plugin, and fake installed distributions."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from mmplug.plugins import PluginHost
+
+ROOT = Path(__file__).resolve().parent.parent
+_unique = itertools.count()
+
+
+@pytest.fixture
+def host() -> PluginHost:
+    """A fresh plugin manager and registry with nothing loaded (autoload off)."""
+    return PluginHost()
+
+
+@pytest.fixture(scope="session")
+def toy_plugin() -> ModuleType:
+    """examples/toy_plugin.py: modalities numbers/word, encoders mlp/char-bag, fusion mean."""
+    spec = importlib.util.spec_from_file_location("toy_plugin", ROOT / "examples" / "toy_plugin.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_toy_host(toy_plugin: ModuleType) -> PluginHost:
+    """Core's components plus the example plugin, credited to distribution ``toy-plugin``."""
+    from mmplug.plugins import load_plugins
+
+    host = load_plugins(entry_points=False)
+    host.add(toy_plugin, name="toy", distribution="toy-plugin", version="1.0")
+    return host
+
+
+@pytest.fixture
+def toy_host(toy_plugin: ModuleType) -> PluginHost:
+    return make_toy_host(toy_plugin)
+
+
+FakeDist = Callable[..., str]
+
+
+@pytest.fixture
+def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDist]:
+    """Write a fake installed distribution and return the module name its entry point names.
+
+    ``fake_dist("mmplug-foo", "1.2", source)`` creates ``mmplug_foo-1.2.dist-info`` (METADATA
+    and an ``entry_points.txt`` in group ``mmplug``) and a module holding ``source`` in
+    ``tmp_path/site``, which is put on ``sys.path``. Discover with ``path=[fake_dist.site]``.
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    created: list[str] = []
+
+    def make(
+        distribution: str,
+        version: str,
+        source: str,
+        *,
+        entry_point: str | None = None,
+        attr: str | None = None,
+    ) -> str:
+        module = f"fake_plugin_{next(_unique)}"
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+        info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n"
+        )
+        target = f"{module}:{attr}" if attr else module
+        name = entry_point or distribution.removeprefix("mmplug-")
+        (info / "entry_points.txt").write_text(f"[mmplug]\n{name} = {target}\n")
+        created.append(module)
+        return module
+
+    make.site = str(site)  # type: ignore[attr-defined]
+    yield make
+    for module in created:
+        sys.modules.pop(module, None)

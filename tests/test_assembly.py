@@ -1,0 +1,259 @@
+"""Config-by-name assembly and the model's handling of absent modalities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+import mmplug
+from mmplug import ComponentError, DataError, Encoder, EncoderOutput
+from mmplug.assembly import MultimodalModel, build_model
+from mmplug.plugins import PluginHost
+
+from .conftest import make_toy_host
+
+CONFIG = {
+    "model": {
+        "encoders": {
+            "word": {"name": "char-bag", "dim": 8},
+            "stats": {"name": "mlp", "input_size": 3, "dim": 6},
+        },
+        "fusion": {"name": "mean", "dim": 5},
+        "head": {"name": "classification", "num_classes": 4},
+    }
+}
+
+
+@pytest.fixture
+def model(toy_host: PluginHost) -> MultimodalModel:
+    torch.manual_seed(0)
+    return build_model(CONFIG, registry=toy_host.registry).eval()
+
+
+def samples(*rows: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {k: torch.tensor(v, dtype=torch.float32) if k == "stats" else v for k, v in row.items()}
+        for row in rows
+    ]
+
+
+def test_assembly_wires_dims_in_sorted_key_order(model: MultimodalModel) -> None:
+    assert list(model.encoders) == ["stats", "word"]
+    assert model.fusion.project["stats"].in_features == 6
+    assert model.fusion.project["word"].in_features == 8
+    assert model.head.input_dim == 5 and model.head.output_dim == 4
+    assert sorted(model.modalities) == ["stats", "word"]
+    assert model.modalities["word"].name == "word"
+    assert "char-bag (toy-plugin 1.0)" in model.describe()
+
+
+def test_build_from_a_file_with_overrides(tmp_path, toy_host: PluginHost) -> None:
+    import yaml
+
+    path = tmp_path / "model.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    model = build_model(path, registry=toy_host.registry, overrides=["model.fusion.dim=7"])
+    assert model.fusion.output_dim == 7 and model.head.input_dim == 7
+
+
+def test_forward_shapes_and_present_masks(model: MultimodalModel) -> None:
+    batch = model.preprocess(
+        samples({"word": "cat", "stats": [1, 2, 3]}, {"word": "hippo"}, {"stats": [0, 0, 1]}, {})
+    )
+    assert batch.present["word"].tolist() == [True, True, False, False]
+    assert batch.present["stats"].tolist() == [True, False, True, False]
+    assert batch.inputs["word"]["ids"].shape[0] == 2  # only the present samples
+    output = model(batch)
+    assert output.logits.shape == (4, 4) and output.fused.shape == (4, 5)
+    assert torch.isfinite(output.logits).all()
+    word = output.features["word"]
+    assert word.pooled.shape == (4, 8)
+    assert word.pooled[2:].abs().sum() == 0  # absent rows are zero
+    assert word.mask is not None and not word.mask[2:].any()  # and masked out
+    assert word.tokens is not None and word.tokens.shape[:2] == word.mask.shape
+
+
+def test_encoders_never_see_absent_values(toy_host: PluginHost) -> None:
+    seen: list[list[str]] = []
+
+    class Spy(Encoder):
+        modality = "word"
+        output_dim = 2
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(1, 2)
+
+        def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+            seen.append(list(raws))
+            return {"x": torch.tensor([[float(len(r))] for r in raws])}
+
+        def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+            return EncoderOutput(self.linear(inputs["x"]))
+
+    class SpyPlugin:
+        @mmplug.hookimpl
+        def register_encoders(self, register):
+            register("spy", Spy, modality="word")
+
+    toy_host.add(SpyPlugin(), name="spy")
+    config = {"model": {**CONFIG["model"], "encoders": {"word": {"name": "spy"}}}}
+    model = build_model(config, registry=toy_host.registry)
+    model(model.preprocess([{"word": "a"}, {"word": None}, {}, {"word": "ccc"}]))
+    assert seen == [["a", "ccc"]]
+    seen.clear()
+    model(model.preprocess([{}, {}]))  # nobody has it: the encoder is not called at all
+    assert seen == []
+
+
+def test_a_sample_does_not_depend_on_its_neighbours(model: MultimodalModel) -> None:
+    alone = model(model.preprocess(samples({"word": "cat"}))).logits
+    crowd = model(
+        model.preprocess(
+            samples(
+                {"stats": [5, 5, 5]},
+                {"word": "cat"},
+                {"word": "a much longer word", "stats": [1, 1, 1]},
+            )
+        )
+    ).logits
+    torch.testing.assert_close(alone[0], crowd[1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    word_present=st.booleans(),
+    other=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=3, max_size=3),
+)
+def test_absent_modality_values_have_no_effect(
+    toy_plugin: Any, word_present: bool, other: list[float]
+) -> None:
+    host = make_toy_host(toy_plugin)  # hypothesis runs many examples per fixture
+    torch.manual_seed(0)
+    model = build_model(CONFIG, registry=host.registry).eval()
+    row = {"word": "dog"} if word_present else {}
+    base = model(model.preprocess(samples(row))).logits
+    # Whatever an absent modality would have held, it is absent: same output.
+    batch = model.preprocess(samples({**row, "stats": other}))
+    batch.present["stats"][:] = False
+    torch.testing.assert_close(model(batch).logits, base)
+
+
+def test_all_absent_batch_is_finite_and_dtype_follows_the_model(model: MultimodalModel) -> None:
+    model = model.to(torch.float64)
+    output = model(model.preprocess([{}, {}, {}]))
+    assert output.logits.dtype == torch.float64
+    assert torch.isfinite(output.logits).all()
+
+
+def test_gradients_reach_encoders_fusion_and_head(model: MultimodalModel) -> None:
+    model.train()
+    batch = model.preprocess(samples({"word": "cat", "stats": [1, 2, 3]}, {"word": "dog"}))
+    loss = model.head.loss(model(batch).logits, torch.tensor([0, 3]))
+    loss.backward()
+    for name, param in model.named_parameters():
+        if name != "fusion.nothing":  # used only when no modality is present
+            assert param.grad is not None, name
+
+
+def test_fit_encoders_gets_present_raws_of_its_key(toy_host: PluginHost) -> None:
+    model = build_model(CONFIG, registry=toy_host.registry)
+    fitted: dict[str, list] = {}
+    for key, encoder in model.encoder_items():
+        encoder.fit = lambda raws, key=key: fitted.setdefault(key, raws)  # type: ignore[method-assign]
+    model.fit_encoders([{"word": "a"}, {"word": None, "stats": 1}, {}])
+    assert fitted == {"word": ["a"], "stats": [1]}
+
+
+def test_load_sample_uses_each_keys_modality(model: MultimodalModel) -> None:
+    loaded = model.load_sample({"stats": "1,2,3", "word": "cat"})
+    assert loaded["stats"].tolist() == [1.0, 2.0, 3.0] and loaded["word"] == "cat"
+    assert model.load_sample({"stats": None}) == {}
+    with pytest.raises(DataError, match="numbers: can't read 'x,y'"):
+        model.load_sample({"stats": "x,y"})
+
+
+def test_unknown_sample_key_is_an_error(model: MultimodalModel) -> None:
+    with pytest.raises(DataError, match=r"sample 1 has 'txt', which the model has no encoder"):
+        model.preprocess([{"word": "a"}, {"txt": "b"}])
+
+
+def _host_with(toy_plugin: Any, factory: Any) -> PluginHost:
+    """The toy components plus an encoder 'broken' of acme-broken 0.1 made by ``factory``."""
+    host = make_toy_host(toy_plugin)
+
+    class Broken:
+        @mmplug.hookimpl
+        def register_encoders(self, register):
+            register("broken", factory, modality="word")
+
+    host.add(Broken(), name="broken", distribution="acme-broken", version="0.1")
+    return host
+
+
+def _broken_model(toy_plugin: Any, factory: Any) -> None:
+    host = _host_with(toy_plugin, factory=factory)
+    config = {"model": {**CONFIG["model"], "encoders": {"word": {"name": "broken"}}}}
+    build_model(config, registry=host.registry)
+
+
+def test_factory_failure_names_path_component_and_distribution(toy_plugin: Any) -> None:
+    def explode() -> None:
+        raise RuntimeError("out of cheese")
+
+    with pytest.raises(ComponentError) as info:
+        _broken_model(toy_plugin, explode)
+    assert str(info.value) == (
+        "model.encoders.word: encoder 'broken' from acme-broken 0.1 failed to build: "
+        "RuntimeError: out of cheese"
+    )
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_factory_returning_the_wrong_kind_of_object(toy_plugin: Any) -> None:
+    with pytest.raises(ComponentError, match="its factory returned Linear, not a Encoder"):
+        _broken_model(toy_plugin, lambda: nn.Linear(2, 2))
+
+
+def test_unimportable_lazy_factory(toy_plugin: Any) -> None:
+    with pytest.raises(ComponentError, match=r"can't import its factory 'nowhere\.at\.all:Enc'"):
+        _broken_model(toy_plugin, "nowhere.at.all:Enc")
+
+
+def test_encoder_with_wrong_output_shape_is_caught(toy_plugin: Any) -> None:
+    class Liar(Encoder):
+        modality = "word"
+        output_dim = 4
+
+        def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+            return {"n": torch.ones(len(raws), 1)}
+
+        def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+            return EncoderOutput(torch.zeros(inputs["n"].shape[0], 3))
+
+    host = _host_with(toy_plugin, factory=Liar)
+    config = {"model": {**CONFIG["model"], "encoders": {"word": {"name": "broken"}}}}
+    model = build_model(config, registry=host.registry)
+    with pytest.raises(ComponentError, match=r"pooled of shape \(1, 3\), expected \(1, 4\)"):
+        model(model.preprocess([{"word": "x"}]))
+
+
+def test_encoder_output_validates_shapes() -> None:
+    with pytest.raises(ValueError, match=r"pooled must be \[B, D\]"):
+        EncoderOutput(torch.zeros(3))
+    with pytest.raises(ValueError, match="tokens given without mask"):
+        EncoderOutput(torch.zeros(2, 4), torch.zeros(2, 5, 4))
+    with pytest.raises(ValueError, match="mask must be bool"):
+        EncoderOutput(torch.zeros(2, 4), torch.zeros(2, 5, 4), torch.ones(2, 5))
+
+
+def test_build_model_uses_installed_plugins_by_default(monkeypatch, toy_host: PluginHost) -> None:
+    import mmplug.plugins
+
+    monkeypatch.setattr(mmplug.plugins, "default_registry", lambda: toy_host.registry)
+    assert isinstance(mmplug.build_model(CONFIG), MultimodalModel)
