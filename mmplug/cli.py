@@ -12,14 +12,17 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmplug import __version__
 from mmplug.errors import MmplugError, UnknownComponentError
-from mmplug.registry import KINDS, ComponentSpec, Registry
+from mmplug.plugins import env_flag
+from mmplug.registry import KINDS, ComponentSpec
+
+if TYPE_CHECKING:
+    from mmplug.plugins import PluginHost
 
 USER_ERROR = 2
 
@@ -32,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args)
         return result
     except MmplugError as exc:
-        if os.environ.get("MMPLUG_DEBUG"):
+        if env_flag("MMPLUG_DEBUG"):
             raise
         print(f"mmplug: error: {exc}", file=sys.stderr)
         return USER_ERROR
@@ -93,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _load(*, report_failures: bool = True) -> Any:
+def _load(*, report_failures: bool = True) -> PluginHost:
     from mmplug.plugins import load_plugins
 
     host = load_plugins()
@@ -123,6 +126,8 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, indent: int
 
 def _parse_list_filters(filters: Sequence[str]) -> tuple[str | None, str | None]:
     """``[KIND] [PATTERN]``: a first word that names a kind is the kind, anything else a pattern."""
+    if len(filters) > 2:
+        raise MmplugError(f"list takes at most a KIND and a PATTERN, got {' '.join(filters)!r}")
     rest = list(filters)
     kind = _as_kind(rest[0]) if rest else None
     if kind:
@@ -162,7 +167,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     kind, pattern = _parse_list_filters(args.filters)
-    registry: Registry = _load().registry
+    registry = _load().registry
     specs = registry.components(kind, pattern, modality=args.modality)
     if args.json:
         _print_json([spec.describe() for spec in specs])
@@ -176,7 +181,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    registry: Registry = _load().registry
+    registry = _load().registry
     specs = [s for s in registry.find(args.name) if args.kind in (None, s.kind)]
     if not specs:
         every = sorted({s.name for s in registry.components(args.kind)})
@@ -259,7 +264,7 @@ def _jsonable(value: Any) -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     from mmplug.config import load_config, resolve_model
 
-    registry: Registry = _load().registry
+    registry = _load().registry
     config = load_config(args.config, args.overrides)
     resolved = resolve_model(config, registry, source=args.config)
     print(f"{args.config}: valid")

@@ -20,10 +20,17 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from mmplug.errors import ConfigError, ConfigIssue, DuplicateComponentError, UnknownComponentError
 from mmplug.registry import ComponentSpec, Registry
@@ -48,12 +55,24 @@ class ComponentConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _check_key(key: str) -> str:
+    if not _KEY_PATTERN.match(key) or key in _RESERVED_KEYS:
+        raise ValueError(
+            f"invalid modality key {key!r}: use lowercase letters, digits and '_', "
+            f"starting with a letter (and none of {', '.join(sorted(_RESERVED_KEYS))})"
+        )
+    return key
+
+
+ModalityKey = Annotated[str, AfterValidator(_check_key)]
+
+
 class ModelConfig(BaseModel):
     """The ``model`` section: one encoder per modality key, a fusion and a head."""
 
     model_config = ConfigDict(extra="forbid")
 
-    encoders: dict[str, ComponentConfig] = Field(
+    encoders: dict[ModalityKey, ComponentConfig] = Field(
         description="Modality key (the name used in data and fusion) -> encoder."
     )
     fusion: ComponentConfig
@@ -61,15 +80,9 @@ class ModelConfig(BaseModel):
 
     @field_validator("encoders")
     @classmethod
-    def _check_keys(cls, encoders: dict[str, ComponentConfig]) -> dict[str, ComponentConfig]:
+    def _sorted(cls, encoders: dict[str, ComponentConfig]) -> dict[str, ComponentConfig]:
         if not encoders:
             raise ValueError("at least one encoder is needed")
-        for key in encoders:
-            if not _KEY_PATTERN.match(key) or key in _RESERVED_KEYS:
-                raise ValueError(
-                    f"invalid modality key {key!r}: use lowercase letters, digits and '_', "
-                    f"starting with a letter (and none of {', '.join(sorted(_RESERVED_KEYS))})"
-                )
         return dict(sorted(encoders.items()))
 
 
@@ -122,7 +135,9 @@ def _yaml_where(exc: yaml.YAMLError) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: Mapping[str, Any], overrides: Sequence[str], *, source: str | None = None
+) -> dict[str, Any]:
     """Apply ``dotted.key=value`` overrides; values parse as YAML (``3``, ``true``, ``[1, 2]``).
 
     Returns:
@@ -163,7 +178,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         else:
             node[parts[-1]] = value
     if issues:
-        raise ConfigError(issues)
+        raise ConfigError(issues, source=source)
     return result
 
 
@@ -190,7 +205,7 @@ def load_config(source: ConfigSource | Config, overrides: Sequence[str] = ()) ->
     else:
         name = str(source)
         data = read_config_file(source)
-    data = apply_overrides(data, overrides)
+    data = apply_overrides(data, overrides, source=name)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -200,13 +215,19 @@ def load_config(source: ConfigSource | Config, overrides: Sequence[str] = ()) ->
 def _issues_from(exc: ValidationError, prefix: str = "") -> list[ConfigIssue]:
     issues = []
     for error in exc.errors():
-        loc = ".".join(str(part) for part in error["loc"])
+        # pydantic locates a bad dict key as (..., key, "[key]"): the key's path is enough.
+        loc = ".".join(str(part) for part in error["loc"] if part != "[key]")
         path = ".".join(filter(None, [prefix, loc]))
         kind = error["type"]
         if kind == "missing":
             message = "required, but missing"
         elif kind == "extra_forbidden":
             message = "unknown field"
+        elif kind in ("model_type", "dict_type"):
+            value = error.get("input")
+            message = f"expected a mapping such as {{name: ...}}, got {value!r}"
+        elif kind == "value_error":
+            message = str(error["ctx"]["error"])  # our own message, without "Value error, "
         else:
             message = error["msg"]
             value = error.get("input")

@@ -40,7 +40,11 @@ ENTRY_POINT_GROUP = "mmplug"
 DEFAULT_PLUGINS: tuple[str, ...] = ("mmplug.builtin",)
 CORE_DISTRIBUTION = "mmplug"
 
-_TRUE = {"1", "true", "yes", "on"}
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether an on/off environment variable is on (``1``, ``true``, ``yes``, ``on``)."""
+    value = (os.environ if environ is None else environ).get(name, "")
+    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 @dataclass
@@ -129,6 +133,11 @@ class PluginHost:
         )
         self.records.append(record)
         plugin_id = f"{record.distribution}:{name}"
+        if self.manager.has_plugin(plugin_id) or self.manager.is_blocked(plugin_id):
+            # Not _fail(): its rollback would remove the plugin already loaded under this id.
+            return self._reject(
+                record, f"has the same name as a plugin already loaded ({plugin_id})"
+            )
         try:
             self.manager.register(plugin, name=plugin_id)
         except Exception as exc:  # pluggy's validation errors and ValueError for a duplicate
@@ -136,6 +145,9 @@ class PluginHost:
         unknown = self._unknown_hooks(plugin)
         if unknown:
             return self._fail(record, plugin_id, unknown, None)
+        if not self.manager.get_hookcallers(plugin):
+            message = "implements no mmplug hook (are its hook functions marked @mmplug.hookimpl?)"
+            return self._fail(record, plugin_id, message, None)
         others = [p for p in self.manager.get_plugins() if p is not plugin]
         for hook_name, kind in hookspecs.HOOK_KINDS.items():
             register = self.registry.register_fn(
@@ -175,9 +187,15 @@ class PluginHost:
     def _fail(
         self, record: PluginRecord, plugin_id: str, message: str, exc: BaseException | None
     ) -> PluginRecord:
+        """Mark a plugin failed and roll back whatever it had registered."""
         self.registry.remove_plugin(plugin_id)
         if self.manager.has_plugin(plugin_id):
             self.manager.unregister(name=plugin_id)
+        return self._reject(record, message, exc)
+
+    def _reject(
+        self, record: PluginRecord, message: str, exc: BaseException | None = None
+    ) -> PluginRecord:
         record.status = "failed"
         record.error = message
         record.components = []
@@ -288,7 +306,7 @@ def load_plugins(
         PluginLoadError: a plugin failed and ``MMPLUG_STRICT_PLUGINS`` is set.
     """
     env = os.environ if environ is None else environ
-    host = PluginHost(strict=env.get("MMPLUG_STRICT_PLUGINS", "").strip().lower() in _TRUE)
+    host = PluginHost(strict=env_flag("MMPLUG_STRICT_PLUGINS", env))
     for module_name in DEFAULT_PLUGINS:
         host.add_module(
             module_name, name=module_name, distribution=CORE_DISTRIBUTION, version=__version__

@@ -257,3 +257,21 @@ def test_build_model_uses_installed_plugins_by_default(monkeypatch, toy_host: Pl
 
     monkeypatch.setattr(mmplug.plugins, "default_registry", lambda: toy_host.registry)
     assert isinstance(mmplug.build_model(CONFIG), MultimodalModel)
+
+
+def test_config_key_order_does_not_change_the_model(toy_host: PluginHost) -> None:
+    encoders = CONFIG["model"]["encoders"]
+    reversed_config = {"model": {**CONFIG["model"], "encoders": dict(reversed(encoders.items()))}}
+    states = []
+    for config in (CONFIG, reversed_config):
+        torch.manual_seed(0)
+        states.append(build_model(config, registry=toy_host.registry).state_dict())
+    assert list(states[0]) == list(states[1])
+    for name in states[0]:
+        torch.testing.assert_close(states[0][name], states[1][name])
+
+
+def test_sample_key_order_does_not_change_the_output(model: MultimodalModel) -> None:
+    forward = model(model.preprocess(samples({"word": "cat", "stats": [1, 2, 3]}))).logits
+    backward = model(model.preprocess(samples({"stats": [1, 2, 3], "word": "cat"}))).logits
+    torch.testing.assert_close(forward, backward)

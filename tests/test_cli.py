@@ -117,6 +117,19 @@ def test_list_with_two_words_that_are_not_a_kind(site: str) -> None:
     assert result.stderr == "mmplug: error: unknown kind 'encodrs'; did you mean 'encoder'?\n"
 
 
+def test_list_with_too_many_words(site: str) -> None:
+    result = run("list", "head", "a", "b", site=site)
+    assert result.returncode == 2
+    assert (
+        result.stderr == "mmplug: error: list takes at most a KIND and a PATTERN, got 'head a b'\n"
+    )
+
+
+def test_debug_flag_shows_tracebacks_only_when_on(site: str) -> None:
+    assert "Traceback" not in run("info", "nothing", site=site, MMPLUG_DEBUG="0").stderr
+    assert "Traceback" in run("info", "nothing", site=site, MMPLUG_DEBUG="1").stderr
+
+
 def test_info_shows_params(site: str) -> None:
     result = run("info", "bert", site=site)
     assert result.returncode == 0, result.stderr

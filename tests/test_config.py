@@ -101,11 +101,25 @@ def test_structure_errors_have_paths() -> None:
     assert "trian: unknown field" in str(info.value)
 
 
-@pytest.mark.parametrize("key", ["Text", "1st", "keys", "my.text"])
-def test_invalid_modality_keys(key: str) -> None:
+@pytest.mark.parametrize("key", ["Text", "1st", "keys", "my.text", "my-image"])
+def test_invalid_modality_key_is_reported_at_its_path(key: str) -> None:
     data = {"model": {**GOOD["model"], "encoders": {key: {"name": "mlp"}}}}
-    with pytest.raises(ConfigError, match="invalid modality key"):
+    with pytest.raises(ConfigError) as info:
         load_config(data)
+    [issue] = info.value.issues
+    assert issue.path == f"model.encoders.{key}"
+    assert issue.message.startswith(f"invalid modality key {key!r}: use lowercase letters")
+
+
+def test_every_invalid_key_is_reported_with_other_errors() -> None:
+    encoders = {"Text": {"name": "bert"}, "my-image": {"name": "resnet"}, "audio": {}}
+    with pytest.raises(ConfigError) as info:
+        load_config({"model": {**GOOD["model"], "encoders": encoders}})
+    assert sorted(paths(info.value)) == [
+        "model.encoders.Text",
+        "model.encoders.audio.name",
+        "model.encoders.my-image",
+    ]
 
 
 def test_encoder_whose_modality_is_not_registered(host: PluginHost) -> None:
@@ -161,6 +175,13 @@ def test_override_errors_are_all_reported() -> None:
     assert "override '=3' is not KEY=VALUE" in text
     assert "is not valid YAML" in text
     assert len(info.value.issues) == 4
+
+
+def test_override_errors_name_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(GOOD))
+    with pytest.raises(ConfigError, match=r"invalid config in .*c\.json: override 'oops'"):
+        load_config(path, ["oops"])
 
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:

@@ -191,3 +191,35 @@ def test_loading_plugins_never_imports_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_a_second_plugin_under_a_taken_name_fails_without_harming_the_first(
+    host: PluginHost,
+) -> None:
+    class First:
+        @mmplug.hookimpl
+        def register_heads(self, register):
+            register("first", "m:F")
+
+    class Second:
+        @mmplug.hookimpl
+        def register_heads(self, register):
+            register("second", "m:S")
+
+    first = host.add(First(), name="p", distribution="acme")
+    second = host.add(Second(), name="p", distribution="acme")
+    assert first.status == "loaded" and first.components == ["head:first"]
+    assert second.status == "failed" and "same name as a plugin already loaded" in (
+        second.error or ""
+    )
+    assert host.registry.names("head") == ["first"]
+
+
+def test_plugin_without_hookimpls_is_reported(host: PluginHost) -> None:
+    class Unmarked:
+        def register_heads(self, register):  # no @mmplug.hookimpl
+            register("x", "m:X")
+
+    record = host.add(Unmarked(), name="unmarked")
+    assert record.status == "failed"
+    assert "implements no mmplug hook" in (record.error or "")
