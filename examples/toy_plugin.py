@@ -75,7 +75,8 @@ class MLPEncoder(Encoder):
         return {"values": torch.stack(raws)}
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
-        return EncoderOutput(pooled=self.net(inputs["values"]))
+        values = inputs["values"].to(self.net[0].weight.dtype)  # follows model.to(float64)
+        return EncoderOutput(pooled=self.net(values))
 
 
 class CharBagParams(BaseModel):

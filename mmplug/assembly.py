@@ -25,7 +25,7 @@ from mmplug.config import (
     load_config,
     resolve_model,
 )
-from mmplug.errors import ComponentError, DataError, MmplugError
+from mmplug.errors import ComponentError, ConfigError, ConfigIssue, DataError, MmplugError
 from mmplug.interfaces import Encoder, EncoderOutput, Fusion, Head, Modality
 from mmplug.registry import ComponentSpec, Registry
 
@@ -281,6 +281,18 @@ def build_component(component: ResolvedComponent, interface: type[T], **wiring: 
     return built
 
 
+def _output_dim(component: ResolvedComponent, built: nn.Module) -> int:
+    """A built component's ``output_dim``, which must be a positive int."""
+    value = getattr(built, "output_dim", None)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        spec = component.spec
+        raise ComponentError(
+            f"{component.path}: {spec.kind} {spec.name!r} from {spec.distribution} "
+            f"{spec.version} has output_dim {value!r}, not a positive int"
+        )
+    return value
+
+
 def build_modalities(modalities: Mapping[str, ComponentSpec]) -> dict[str, Modality]:
     """Build one :class:`Modality` per distinct modality spec, shared by the keys that use it."""
     built: dict[str, Modality] = {}
@@ -324,22 +336,30 @@ def build_model(
         registry = default_registry()
     source = str(config) if isinstance(config, str | Path) else None
     resolved = resolve_model(load_config(config, overrides), registry, source=source)
+    reserved = [key for key in resolved.encoders if hasattr(nn.ModuleDict, key)]
+    if reserved:
+        issues = [
+            ConfigIssue(
+                f"model.encoders.{key}",
+                f"modality key {key!r} is reserved (an attribute of torch's ModuleDict)",
+            )
+            for key in reserved
+        ]
+        raise ConfigError(issues, source=source)
     modalities = build_modalities(resolved.modalities)
     encoders = {}
     for key, component in resolved.encoders.items():
         encoder = build_component(component, Encoder)
-        if encoder.modality != component.spec.modality:
+        modality = getattr(encoder, "modality", None)
+        if modality != component.spec.modality:
             raise ComponentError(
                 f"{component.path}: encoder {component.spec.name!r} was registered for modality "
-                f"{component.spec.modality!r} but its object says {encoder.modality!r}"
+                f"{component.spec.modality!r} but its object's modality is {modality!r}"
             )
-        if not isinstance(encoder.output_dim, int) or encoder.output_dim <= 0:
-            raise ComponentError(
-                f"{component.path}: encoder {component.spec.name!r} "
-                f"has output_dim {encoder.output_dim!r}, not a positive int"
-            )
+        _output_dim(component, encoder)
         encoders[key] = encoder
     input_dims = {key: encoders[key].output_dim for key in sorted(encoders)}
     fusion = build_component(resolved.fusion, Fusion, input_dims=input_dims)
-    head = build_component(resolved.head, Head, input_dim=fusion.output_dim)
+    head = build_component(resolved.head, Head, input_dim=_output_dim(resolved.fusion, fusion))
+    _output_dim(resolved.head, head)
     return MultimodalModel(encoders, fusion, head, modalities, resolved)

@@ -6,7 +6,7 @@ imported when a head is built.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from mmplug.hookspecs import hookimpl
 from mmplug.registry import RegisterFn
@@ -15,7 +15,7 @@ from mmplug.registry import RegisterFn
 class _MLPParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    hidden_dims: list[int] = Field(
+    hidden_dims: list[PositiveInt] = Field(
         default_factory=list, description="Sizes of hidden layers before the output layer."
     )
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before each layer.")

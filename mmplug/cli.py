@@ -232,7 +232,10 @@ def _params(spec: ComponentSpec) -> list[dict[str, Any]]:
         required = field.is_required()
         default = None
         if not required:
-            default = field.get_default(call_default_factory=True)
+            try:
+                default = field.get_default(call_default_factory=True)
+            except Exception:  # a factory that needs the other fields' values
+                default = "<computed from other params>"
             if default is PydanticUndefined:
                 default = None
         rows.append(
@@ -255,8 +258,8 @@ def _type_name(annotation: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value)
-    except TypeError:
+        json.dumps(value, allow_nan=False)  # NaN is not JSON
+    except (TypeError, ValueError):
         return repr(value)
     return value
 

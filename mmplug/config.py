@@ -38,8 +38,71 @@ from mmplug.registry import ComponentSpec, Registry
 ConfigSource = str | Path | Mapping[str, Any]
 
 _KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-# nn.ModuleDict attributes a key would collide with.
-_RESERVED_KEYS = frozenset({"keys", "items", "values", "update", "pop", "clear", "training"})
+# Attributes of torch.nn.ModuleDict (torch 2.9) that a key would collide with; listed here
+# so validating never imports torch. Assembly checks again against the installed torch.
+_RESERVED_KEYS = frozenset(
+    {
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "clear",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "items",
+        "keys",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "pop",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "update",
+        "values",
+        "xpu",
+        "zero_grad",
+    }
+)
 
 
 class ComponentConfig(BaseModel):
@@ -56,11 +119,13 @@ class ComponentConfig(BaseModel):
 
 
 def _check_key(key: str) -> str:
-    if not _KEY_PATTERN.match(key) or key in _RESERVED_KEYS:
+    if not _KEY_PATTERN.match(key):
         raise ValueError(
             f"invalid modality key {key!r}: use lowercase letters, digits and '_', "
-            f"starting with a letter (and none of {', '.join(sorted(_RESERVED_KEYS))})"
+            "starting with a letter"
         )
+    if key in _RESERVED_KEYS:
+        raise ValueError(f"modality key {key!r} is reserved (an attribute of torch's ModuleDict)")
     return key
 
 
@@ -164,7 +229,9 @@ def apply_overrides(
             continue
         node = result
         for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or an empty section (`head:` in YAML)
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
                 issues.append(
@@ -321,6 +388,21 @@ def _param_names(model: type[BaseModel]) -> set[str]:
     return names
 
 
+def _modality_of(registry: Registry, encoder: ComponentSpec) -> ComponentSpec:
+    """The modality an encoder consumes; when several distributions register that name, the
+    one from the encoder's own distribution wins (it is the one the encoder was written for).
+    """
+    name = encoder.modality or ""
+    try:
+        return registry.get("modality", name)
+    except DuplicateComponentError:
+        try:
+            return registry.get("modality", f"{encoder.distribution}:{name}")
+        except UnknownComponentError:
+            pass
+        raise
+
+
 def resolve_model(
     config: Config | ModelConfig, registry: Registry, *, source: str | None = None
 ) -> ResolvedModel:
@@ -341,7 +423,7 @@ def resolve_model(
         encoders[key] = resolved
         modality_name = resolved.spec.modality or ""
         try:
-            modalities[key] = registry.get("modality", modality_name)
+            modalities[key] = _modality_of(registry, resolved.spec)
         except (UnknownComponentError, DuplicateComponentError) as exc:
             issues.append(
                 ConfigIssue(

@@ -133,10 +133,14 @@ class PluginHost:
         )
         self.records.append(record)
         plugin_id = f"{record.distribution}:{name}"
-        if self.manager.has_plugin(plugin_id) or self.manager.is_blocked(plugin_id):
-            # Not _fail(): its rollback would remove the plugin already loaded under this id.
+        taken = self._id_taken(plugin_id)
+        if taken:
+            return self._reject(record, taken)
+        try:
+            hash(plugin)  # pluggy keeps plugins in sets
+        except TypeError:
             return self._reject(
-                record, f"has the same name as a plugin already loaded ({plugin_id})"
+                record, f"is not hashable ({type(plugin).__name__}); pluggy needs that"
             )
         try:
             self.manager.register(plugin, name=plugin_id)
@@ -193,6 +197,16 @@ class PluginHost:
             self.manager.unregister(name=plugin_id)
         return self._reject(record, message, exc)
 
+    def _id_taken(self, plugin_id: str) -> str | None:
+        """Why ``plugin_id`` can't be used, if it is taken.
+
+        Checked before anything else: the rollback of _fail() would otherwise remove the
+        plugin already loaded under the same id.
+        """
+        if self.manager.has_plugin(plugin_id) or self.manager.is_blocked(plugin_id):
+            return f"has the same name as a plugin already loaded ({plugin_id})"
+        return None
+
     def _reject(
         self, record: PluginRecord, message: str, exc: BaseException | None = None
     ) -> PluginRecord:
@@ -216,6 +230,11 @@ class PluginHost:
 
         An import failure is that plugin's failure, recorded like any other.
         """
+        taken = self._id_taken(f"{distribution}:{name}")
+        if taken:
+            record = PluginRecord(name, distribution, version, target)
+            self.records.append(record)
+            return self._reject(record, taken)
         try:
             plugin = _import_target(target)
         except Exception as exc:
@@ -269,7 +288,13 @@ def discover(path: Sequence[str] | None = None) -> list[EntryPointPlugin]:
             continue
         seen.add(normalize_distribution(dist_name))
         found += [
-            EntryPointPlugin(ep.name, ep.value, dist_name, dist.version or "0")
+            # module[:attr] without any "[extras]" the entry point declares
+            EntryPointPlugin(
+                ep.name,
+                f"{ep.module}:{ep.attr}" if ep.attr else ep.module,
+                dist_name,
+                dist.version or "0",
+            )
             for ep in entry_points
         ]
     return sorted(found, key=lambda p: (normalize_distribution(p.distribution), p.name))

@@ -113,8 +113,10 @@ class ComponentSpec:
 def _default_summary(factory: Factory | str) -> str:
     if isinstance(factory, str):
         return ""  # reading the docstring would import the factory's module
-    doc = inspect.getdoc(factory) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    # The factory's own docstring: inspect.getdoc() would fall back to a base class's
+    # (mmplug.Encoder's), which describes every encoder and so none.
+    doc = inspect.cleandoc(getattr(factory, "__doc__", None) or "")
+    return doc.splitlines()[0] if doc else ""
 
 
 class Registry:

@@ -243,6 +243,27 @@ def test_encoder_with_wrong_output_shape_is_caught(toy_plugin: Any) -> None:
         model(model.preprocess([{"word": "x"}]))
 
 
+def test_missing_interface_attributes_are_component_errors(toy_plugin: Any) -> None:
+    class NoModality(Encoder):
+        output_dim = 2
+
+        def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+            return {}
+
+        def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+            return EncoderOutput(torch.zeros(1, 2))
+
+    with pytest.raises(ComponentError, match="its object's modality is None"):
+        _broken_model(toy_plugin, NoModality)
+
+    class NoDim(NoModality):
+        modality = "word"
+        output_dim = None  # type: ignore[assignment]
+
+    with pytest.raises(ComponentError, match="has output_dim None, not a positive int"):
+        _broken_model(toy_plugin, NoDim)
+
+
 def test_encoder_output_validates_shapes() -> None:
     with pytest.raises(ValueError, match=r"pooled must be \[B, D\]"):
         EncoderOutput(torch.zeros(3))

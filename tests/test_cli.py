@@ -199,6 +199,24 @@ def test_validate_reports_every_error_and_exits_2(site: str, tmp_path: Path) -> 
     assert lines[3].startswith("  model.head.num_classes: Input should be a valid integer")
 
 
+def test_info_params_with_computed_or_non_json_defaults() -> None:
+    from pydantic import BaseModel, Field
+
+    from mmplug.cli import _params
+    from mmplug.registry import ComponentSpec
+
+    class Params(BaseModel):
+        a: int = 1
+        b: int = Field(default_factory=lambda data: data["a"] + 1)
+        scale: float = float("nan")
+
+    spec = ComponentSpec("fusion", "f", "m:F", Params, "", None, "acme", "1", "acme:f")
+    rows = {row["name"]: row for row in _params(spec)}
+    assert rows["b"]["default"] == "<computed from other params>"
+    assert rows["scale"]["default"] == "nan"
+    json.dumps(rows, allow_nan=False)
+
+
 def test_validate_missing_file(site: str) -> None:
     result = run("validate", "nowhere.yaml", site=site)
     assert (result.returncode, result.stderr) == (

@@ -101,14 +101,36 @@ def test_structure_errors_have_paths() -> None:
     assert "trian: unknown field" in str(info.value)
 
 
-@pytest.mark.parametrize("key", ["Text", "1st", "keys", "my.text", "my-image"])
-def test_invalid_modality_key_is_reported_at_its_path(key: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("Text", "invalid modality key 'Text': use lowercase letters"),
+        ("1st", "invalid modality key '1st': use lowercase letters"),
+        ("my.text", "invalid modality key 'my.text': use lowercase letters"),
+        ("my-image", "invalid modality key 'my-image': use lowercase letters"),
+        ("keys", "modality key 'keys' is reserved"),
+        ("float", "modality key 'float' is reserved"),
+    ],
+)
+def test_invalid_modality_key_is_reported_at_its_path(key: str, message: str) -> None:
     data = {"model": {**GOOD["model"], "encoders": {key: {"name": "mlp"}}}}
     with pytest.raises(ConfigError) as info:
         load_config(data)
     [issue] = info.value.issues
     assert issue.path == f"model.encoders.{key}"
-    assert issue.message.startswith(f"invalid modality key {key!r}: use lowercase letters")
+    assert issue.message.startswith(message)
+
+
+def test_reserved_keys_cover_every_attribute_of_torchs_module_dict() -> None:
+    import re
+
+    import torch
+
+    from mmplug.config import _KEY_PATTERN, _RESERVED_KEYS
+
+    attributes = {n for n in dir(torch.nn.ModuleDict()) if _KEY_PATTERN.match(n)}
+    assert attributes <= _RESERVED_KEYS, sorted(attributes - _RESERVED_KEYS)
+    assert all(re.match(r"^[a-z]", n) for n in _RESERVED_KEYS)
 
 
 def test_every_invalid_key_is_reported_with_other_errors() -> None:
@@ -147,6 +169,43 @@ def test_encoder_whose_modality_is_not_registered(host: PluginHost) -> None:
     )
 
 
+def test_encoder_prefers_its_own_distributions_modality(host: PluginHost) -> None:
+    import mmplug
+
+    def text_plugin(with_encoder: bool):
+        class Text:
+            @mmplug.hookimpl
+            def register_modalities(self, register):
+                register("text", "m:Text")
+
+            if with_encoder:
+
+                @mmplug.hookimpl
+                def register_encoders(self, register):
+                    register("bert", "m:Bert", modality="text")
+
+        return Text()
+
+    host.add(text_plugin(True), name="a", distribution="mmplug-a")
+    host.add(text_plugin(False), name="b", distribution="mmplug-b")
+    config = load_config(
+        {
+            "model": {
+                "encoders": {"text": {"name": "bert"}},
+                "fusion": {"name": "f"},
+                "head": {"name": "h"},
+            }
+        }
+    )
+    with pytest.raises(ConfigError) as info:  # fusion and head are unknown, the modality is fine
+        resolve_model(config, host.registry)
+    assert paths(info.value) == ["model.fusion.name", "model.head.name"]
+    import mmplug.config
+
+    spec = host.registry.get("encoder", "bert")
+    assert mmplug.config._modality_of(host.registry, spec).distribution == "mmplug-a"
+
+
 def test_overrides_set_nested_keys_with_yaml_values() -> None:
     data = apply_overrides(
         GOOD,
@@ -164,6 +223,16 @@ def test_overrides_set_nested_keys_with_yaml_values() -> None:
     assert data["model"]["encoders"]["text"] == {"name": "bert"}
     assert data["model"]["encoders"]["word"] == {"name": "char-bag", "dim": 16}
     assert GOOD["model"]["fusion"] == {"name": "mean"}  # the input is left alone
+
+
+def test_overrides_fill_an_empty_section() -> None:
+    data = apply_overrides(
+        {"model": {**GOOD["model"], "head": None}}, ["model.head.name=regression"]
+    )
+    assert data["model"]["head"] == {"name": "regression"}
+    assert apply_overrides({"model": None}, ["model.fusion.name=mean"]) == {
+        "model": {"fusion": {"name": "mean"}}
+    }
 
 
 def test_override_errors_are_all_reported() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -213,6 +214,45 @@ def test_a_second_plugin_under_a_taken_name_fails_without_harming_the_first(
         second.error or ""
     )
     assert host.registry.names("head") == ["first"]
+
+
+def test_unhashable_plugin_is_isolated(host: PluginHost) -> None:
+    class Unhashable:
+        __hash__ = None  # as a plain @dataclass instance
+
+        @mmplug.hookimpl
+        def register_heads(self, register):
+            register("u", "m:U")
+
+    class Fine:
+        @mmplug.hookimpl
+        def register_heads(self, register):
+            register("fine", "m:F")
+
+    assert "is not hashable" in (host.add(Unhashable(), name="u").error or "")
+    assert host.add(Fine(), name="fine").status == "loaded"
+    assert host.registry.names("head") == ["fine"]
+
+
+def test_import_failure_under_a_taken_name_keeps_the_loaded_plugin(host: PluginHost) -> None:
+    class Loaded:
+        @mmplug.hookimpl
+        def register_heads(self, register):
+            register("kept", "m:K")
+
+    host.add(Loaded(), name="v", distribution="acme")
+    record = host.add_module("no_such_module_anywhere", name="v", distribution="acme", version="1")
+    assert record.status == "failed"
+    assert host.registry.names("head") == ["kept"]
+
+
+def test_entry_point_with_extras_loads(fake_dist: FakeDist) -> None:
+    module = fake_dist("mmplug-chars", "0.3.1", GOOD)
+    info = next(Path(fake_dist.site).glob("mmplug_chars-*.dist-info"))
+    (info / "entry_points.txt").write_text(f"[mmplug]\nchars = {module} [gpu]\n")
+    host = load_plugins(path=[fake_dist.site], environ={})
+    assert not host.failures
+    assert host.registry.get("encoder", "char-cnn").distribution == "mmplug-chars"
 
 
 def test_plugin_without_hookimpls_is_reported(host: PluginHost) -> None:

@@ -62,6 +62,14 @@ def test_registered_component_records_its_origin(host: PluginHost) -> None:
     assert spec.qualified_name == "mmplug-text:bert"
 
 
+def test_summary_is_not_inherited_from_the_interface(host: PluginHost) -> None:
+    class Undocumented(mmplug.Encoder):
+        pass
+
+    host.add(Plugin(register_encoders=[(("plain", Undocumented), {"modality": "text"})]))
+    assert host.registry.get("encoder", "plain").summary == ""
+
+
 def test_params_default_to_none_and_summary_to_docstring(host: PluginHost) -> None:
     def make_head(input_dim: int) -> None:
         """A head made by a function.
