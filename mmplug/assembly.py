@@ -23,6 +23,7 @@ from mmplug.config import (
     ResolvedComponent,
     ResolvedModel,
     load_config,
+    reserved_key_message,
     resolve_model,
 )
 from mmplug.errors import ComponentError, ConfigError, ConfigIssue, DataError, MmplugError
@@ -339,11 +340,7 @@ def build_model(
     reserved = [key for key in resolved.encoders if hasattr(nn.ModuleDict, key)]
     if reserved:
         issues = [
-            ConfigIssue(
-                f"model.encoders.{key}",
-                f"modality key {key!r} is reserved (an attribute of torch's ModuleDict)",
-            )
-            for key in reserved
+            ConfigIssue(f"model.encoders.{key}", reserved_key_message(key)) for key in reserved
         ]
         raise ConfigError(issues, source=source)
     modalities = build_modalities(resolved.modalities)

@@ -125,8 +125,13 @@ def _check_key(key: str) -> str:
             "starting with a letter"
         )
     if key in _RESERVED_KEYS:
-        raise ValueError(f"modality key {key!r} is reserved (an attribute of torch's ModuleDict)")
+        raise ValueError(reserved_key_message(key))
     return key
+
+
+def reserved_key_message(key: str) -> str:
+    """Why ``key`` can't be a modality key: it names an attribute of torch's ModuleDict."""
+    return f"modality key {key!r} is reserved (an attribute of torch's ModuleDict)"
 
 
 ModalityKey = Annotated[str, AfterValidator(_check_key)]

@@ -230,18 +230,14 @@ class PluginHost:
 
         An import failure is that plugin's failure, recorded like any other.
         """
-        taken = self._id_taken(f"{distribution}:{name}")
-        if taken:
-            record = PluginRecord(name, distribution, version, target)
-            self.records.append(record)
-            return self._reject(record, taken)
         try:
             plugin = _import_target(target)
         except Exception as exc:
             record = PluginRecord(name, distribution, version, target)
             self.records.append(record)
-            message = f"failed to import: {type(exc).__name__}: {exc}"
-            return self._fail(record, f"{distribution}:{name}", message, exc)
+            # Nothing was registered yet, so nothing to roll back (and a rollback by id would
+            # hit another plugin loaded under the same id).
+            return self._reject(record, f"failed to import: {type(exc).__name__}: {exc}", exc)
         return self.add(
             plugin, name=name, distribution=distribution, version=version, module=target
         )

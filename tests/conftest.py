@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 
+import mmplug
 from mmplug.plugins import PluginHost
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,28 @@ def make_toy_host(toy_plugin: ModuleType) -> PluginHost:
 @pytest.fixture
 def toy_host(toy_plugin: ModuleType) -> PluginHost:
     return make_toy_host(toy_plugin)
+
+
+class Plugin:
+    """An inline plugin registering whatever ``calls`` lists: (hook, args, kwargs)."""
+
+    def __init__(self, **hooks: list[tuple]) -> None:
+        for hook, calls in hooks.items():
+            setattr(self, hook, self._make(calls))
+
+    @staticmethod
+    def _make(calls: list[tuple]):
+        @mmplug.hookimpl
+        def impl(register):
+            for args, kwargs in calls:
+                register(*args, **kwargs)
+
+        return impl
+
+
+def heads(*names: str) -> Plugin:
+    """An inline plugin registering heads with lazy factories that are never built."""
+    return Plugin(register_heads=[((name, "pkg.mod:Head"), {}) for name in names])
 
 
 FakeDist = Callable[..., str]

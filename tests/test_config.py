@@ -11,6 +11,8 @@ from mmplug.config import Config, apply_overrides, load_config, resolve_model
 from mmplug.errors import ConfigError
 from mmplug.plugins import PluginHost
 
+from .conftest import Plugin
+
 GOOD = {
     "model": {
         "encoders": {
@@ -170,24 +172,12 @@ def test_encoder_whose_modality_is_not_registered(host: PluginHost) -> None:
 
 
 def test_encoder_prefers_its_own_distributions_modality(host: PluginHost) -> None:
-    import mmplug
-
-    def text_plugin(with_encoder: bool):
-        class Text:
-            @mmplug.hookimpl
-            def register_modalities(self, register):
-                register("text", "m:Text")
-
-            if with_encoder:
-
-                @mmplug.hookimpl
-                def register_encoders(self, register):
-                    register("bert", "m:Bert", modality="text")
-
-        return Text()
-
-    host.add(text_plugin(True), name="a", distribution="mmplug-a")
-    host.add(text_plugin(False), name="b", distribution="mmplug-b")
+    text = ((("text", "m:Text"), {}),)
+    bert = ((("bert", "m:Bert"), {"modality": "text"}),)
+    host.add(
+        Plugin(register_modalities=text, register_encoders=bert), name="a", distribution="mmplug-a"
+    )
+    host.add(Plugin(register_modalities=text), name="b", distribution="mmplug-b")
     config = load_config(
         {
             "model": {

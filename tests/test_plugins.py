@@ -12,7 +12,7 @@ import mmplug
 from mmplug.errors import PluginLoadError
 from mmplug.plugins import PluginHost, discover, load_plugins
 
-from .conftest import FakeDist
+from .conftest import FakeDist, heads
 
 GOOD = """
 import mmplug
@@ -197,18 +197,8 @@ def test_loading_plugins_never_imports_torch() -> None:
 def test_a_second_plugin_under_a_taken_name_fails_without_harming_the_first(
     host: PluginHost,
 ) -> None:
-    class First:
-        @mmplug.hookimpl
-        def register_heads(self, register):
-            register("first", "m:F")
-
-    class Second:
-        @mmplug.hookimpl
-        def register_heads(self, register):
-            register("second", "m:S")
-
-    first = host.add(First(), name="p", distribution="acme")
-    second = host.add(Second(), name="p", distribution="acme")
+    first = host.add(heads("first"), name="p", distribution="acme")
+    second = host.add(heads("second"), name="p", distribution="acme")
     assert first.status == "loaded" and first.components == ["head:first"]
     assert second.status == "failed" and "same name as a plugin already loaded" in (
         second.error or ""
@@ -224,23 +214,13 @@ def test_unhashable_plugin_is_isolated(host: PluginHost) -> None:
         def register_heads(self, register):
             register("u", "m:U")
 
-    class Fine:
-        @mmplug.hookimpl
-        def register_heads(self, register):
-            register("fine", "m:F")
-
     assert "is not hashable" in (host.add(Unhashable(), name="u").error or "")
-    assert host.add(Fine(), name="fine").status == "loaded"
+    assert host.add(heads("fine"), name="fine").status == "loaded"
     assert host.registry.names("head") == ["fine"]
 
 
 def test_import_failure_under_a_taken_name_keeps_the_loaded_plugin(host: PluginHost) -> None:
-    class Loaded:
-        @mmplug.hookimpl
-        def register_heads(self, register):
-            register("kept", "m:K")
-
-    host.add(Loaded(), name="v", distribution="acme")
+    host.add(heads("kept"), name="v", distribution="acme")
     record = host.add_module("no_such_module_anywhere", name="v", distribution="acme", version="1")
     assert record.status == "failed"
     assert host.registry.names("head") == ["kept"]

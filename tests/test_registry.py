@@ -10,22 +10,7 @@ from mmplug.errors import DuplicateComponentError, UnknownComponentError
 from mmplug.plugins import PluginHost
 from mmplug.registry import NoParams
 
-
-class Plugin:
-    """An inline plugin registering whatever ``calls`` lists: (hook, args, kwargs)."""
-
-    def __init__(self, **hooks: list[tuple]) -> None:
-        for hook, calls in hooks.items():
-            setattr(self, hook, self._make(calls))
-
-    @staticmethod
-    def _make(calls: list[tuple]):
-        @mmplug.hookimpl
-        def impl(register):
-            for args, kwargs in calls:
-                register(*args, **kwargs)
-
-        return impl
+from .conftest import Plugin
 
 
 def encoders(*names: str, modality: str = "text") -> Plugin:
