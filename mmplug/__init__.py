@@ -25,6 +25,7 @@ from mmplug.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from mmplug.assembly import Batch, ModelOutput, MultimodalModel, build_model
+    from mmplug.checkpoint import load_model, save_model
     from mmplug.config import Config, load_config
     from mmplug.interfaces import Encoder, EncoderOutput, Fusion, Head, Modality
 
@@ -38,6 +39,8 @@ _LAZY = {
     "ModelOutput": "mmplug.assembly",
     "MultimodalModel": "mmplug.assembly",
     "build_model": "mmplug.assembly",
+    "save_model": "mmplug.checkpoint",
+    "load_model": "mmplug.checkpoint",
     "Config": "mmplug.config",
     "load_config": "mmplug.config",
 }
@@ -64,6 +67,8 @@ __all__ = [
     "build_model",
     "hookimpl",
     "load_config",
+    "load_model",
+    "save_model",
 ]
 
 

@@ -131,6 +131,21 @@ class Encoder(nn.Module, ABC):
         """Learn preprocessing from the training split (e.g. a vocabulary); optional.
 
         The default does nothing: most encoders have nothing to learn before training.
+        An encoder that learns something here saves it with :meth:`save_fitted`.
+        """
+
+    def save_fitted(self, directory: Path) -> None:
+        """Write what :meth:`fit` learned (e.g. ``tokenizer.json``) into ``directory``.
+
+        Called when a model is saved; ``directory`` exists, is empty and belongs to this
+        encoder alone. Weights are saved separately (the ``state_dict``); this is for what
+        is not a tensor. The default writes nothing.
+        """
+
+    def load_fitted(self, directory: Path) -> None:
+        """Restore what :meth:`save_fitted` wrote, before the weights are loaded.
+
+        Called only when :meth:`save_fitted` wrote something. The default does nothing.
         """
 
 
