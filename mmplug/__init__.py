@@ -21,7 +21,7 @@ from mmplug.errors import (
     PluginLoadError,
     UnknownComponentError,
 )
-from mmplug.hookspecs import hookimpl
+from mmplug.hookspecs import API_VERSION, hookimpl
 
 if TYPE_CHECKING:
     from mmplug.assembly import Batch, ModelOutput, MultimodalModel, build_model
@@ -46,6 +46,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "API_VERSION",
     "Batch",
     "ComponentError",
     "Config",

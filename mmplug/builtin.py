@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from mmplug.hookspecs import hookimpl
+from mmplug.hookspecs import API_VERSION, hookimpl
 from mmplug.registry import RegisterFn
+
+MMPLUG_API_VERSION = API_VERSION
 
 
 class _MLPParams(BaseModel):

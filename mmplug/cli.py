@@ -155,7 +155,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for record in host.records:
         origin = "core" if record.distribution == "mmplug" else record.name
         where = f"[{origin} -> {record.module}]"
-        print(f"{record.distribution} {record.version}  {where}  {record.status}")
+        api = "?" if record.api_version is None else record.api_version
+        print(f"{record.distribution} {record.version}  api {api}  {where}  {record.status}")
         if record.error:
             print(f"    error: {record.error}")
         for kind in KINDS:

@@ -27,6 +27,38 @@ if TYPE_CHECKING:
 
 PROJECT_NAME = "mmplug"
 
+#: The plugin API this core implements. It goes up only when the contract breaks (a hook or
+#: an interface changes incompatibly); additions that old plugins can ignore keep it.
+API_VERSION = 1
+#: The oldest plugin API this core still loads.
+OLDEST_API_VERSION = 1
+#: The attribute a plugin (its entry-point module or object) sets to the API it was written
+#: for: ``MMPLUG_API_VERSION = 1``.
+API_VERSION_ATTRIBUTE = "MMPLUG_API_VERSION"
+
+
+def api_incompatibility(declared: object) -> str | None:
+    """Why a plugin declaring API ``declared`` can't load, or None if it can.
+
+    A plugin that declares nothing (``None``) loads: it predates the declaration.
+    """
+    if declared is None:
+        return None
+    if not isinstance(declared, int) or isinstance(declared, bool):
+        return f"declares {API_VERSION_ATTRIBUTE} = {declared!r}; it must be an int such as 1"
+    if declared > API_VERSION:
+        return (
+            f"is written for plugin API {declared}, newer than this mmplug's (API "
+            f"{API_VERSION}): upgrade mmplug"
+        )
+    if declared < OLDEST_API_VERSION:
+        return (
+            f"is written for plugin API {declared}, which this mmplug no longer supports "
+            f"(API {OLDEST_API_VERSION} to {API_VERSION}): upgrade the plugin"
+        )
+    return None
+
+
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 

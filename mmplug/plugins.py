@@ -39,6 +39,8 @@ ENTRY_POINT_GROUP = "mmplug"
 #: Core's own components, registered through the same hooks as any plugin.
 DEFAULT_PLUGINS: tuple[str, ...] = ("mmplug.builtin",)
 CORE_DISTRIBUTION = "mmplug"
+#: Statuses of plugins that should have loaded and did not.
+FAILED_STATUSES = ("failed", "incompatible")
 
 
 def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -56,10 +58,13 @@ class PluginRecord:
         distribution: the distribution that provides it (``mmplug-text``).
         version: that distribution's version.
         module: the module the entry point names.
-        status: ``loaded``, ``failed``, ``disabled`` (MMPLUG_DISABLE_PLUGINS) or
-            ``not selected`` (left out by MMPLUG_LOAD_PLUGINS).
+        status: ``loaded``, ``failed``, ``incompatible`` (written for another plugin API),
+            ``disabled`` (MMPLUG_DISABLE_PLUGINS) or ``not selected`` (left out by
+            MMPLUG_LOAD_PLUGINS).
         error: why it failed, one line.
         components: ``kind:name`` of everything it registered.
+        api_version: the plugin API it declares (``MMPLUG_API_VERSION``), None if it
+            declares none (or was not imported).
     """
 
     name: str
@@ -69,6 +74,7 @@ class PluginRecord:
     status: str = "loaded"
     error: str | None = None
     components: list[str] = field(default_factory=list)
+    api_version: object = None
 
     def failure(self) -> str:
         """One line naming the plugin and why it failed."""
@@ -84,6 +90,7 @@ class PluginRecord:
             "status": self.status,
             "error": self.error,
             "components": list(self.components),
+            "api_version": self.api_version,
         }
 
 
@@ -132,6 +139,11 @@ class PluginHost:
             module=module or default_name,
         )
         self.records.append(record)
+        record.api_version = getattr(plugin, hookspecs.API_VERSION_ATTRIBUTE, None)
+        incompatible = hookspecs.api_incompatibility(record.api_version)
+        if incompatible:
+            # Checked before its hooks run: a plugin for another API fails in confusing ways.
+            return self._reject(record, incompatible, status="incompatible")
         plugin_id = f"{record.distribution}:{name}"
         taken = self._id_taken(plugin_id)
         if taken:
@@ -208,9 +220,14 @@ class PluginHost:
         return None
 
     def _reject(
-        self, record: PluginRecord, message: str, exc: BaseException | None = None
+        self,
+        record: PluginRecord,
+        message: str,
+        exc: BaseException | None = None,
+        *,
+        status: str = "failed",
     ) -> PluginRecord:
-        record.status = "failed"
+        record.status = status
         record.error = message
         record.components = []
         if self.strict:
@@ -244,8 +261,8 @@ class PluginHost:
 
     @property
     def failures(self) -> list[PluginRecord]:
-        """Records of the plugins that failed."""
-        return [r for r in self.records if r.status == "failed"]
+        """Records of the plugins that failed or are incompatible."""
+        return [r for r in self.records if r.status in FAILED_STATUSES]
 
 
 @dataclass(frozen=True)

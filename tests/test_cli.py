@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import mmplug
+
 from .conftest import FakeDist
 
 PLUGIN = """
@@ -45,8 +47,14 @@ model:
 """
 
 
+#: The fake distributions these tests create. Only they are selected, so that the plugins
+#: installed in the environment (this repository's own) don't change what the CLI prints.
+FAKE = "acme-nlp,acme-broken,acme-future"
+
+
 def run(*args: str, site: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
+    environ["MMPLUG_LOAD_PLUGINS"] = FAKE
     environ.update(env)
     if site:
         environ["PYTHONPATH"] = site
@@ -284,3 +292,16 @@ def test_listing_does_not_import_torch(site: str) -> None:
         check=True,
     )
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_plugins_shows_api_versions_and_incompatible_plugins(
+    site: str, fake_dist: FakeDist
+) -> None:
+    fake_dist("acme-future", "3.0", "MMPLUG_API_VERSION = 7\n" + PLUGIN, entry_point="future")
+    result = run("plugins", site=site)
+    lines = result.stdout.splitlines()
+    assert any(line.startswith(f"mmplug {mmplug.__version__}  api 1 ") for line in lines)
+    assert "acme-future 3.0  api 7  [future -> " in result.stdout
+    assert "incompatible" in result.stdout and "upgrade mmplug" in result.stdout
+    listed = run("list", site=site)
+    assert "plugin 'future' (acme-future 3.0) is written for plugin API 7" in listed.stderr

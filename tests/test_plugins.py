@@ -243,3 +243,43 @@ def test_plugin_without_hookimpls_is_reported(host: PluginHost) -> None:
     record = host.add(Unmarked(), name="unmarked")
     assert record.status == "failed"
     assert "implements no mmplug hook" in (record.error or "")
+
+
+# -- plugin API version ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("declared", "status", "message"),
+    [
+        (None, "loaded", None),
+        (mmplug.API_VERSION, "loaded", None),
+        (mmplug.API_VERSION + 1, "incompatible", "newer than this mmplug's"),
+        (0, "incompatible", "no longer supports"),
+        ("1.0", "incompatible", "must be an int"),
+    ],
+)
+def test_plugin_api_version_is_checked_before_its_hooks_run(
+    fake_dist: FakeDist, declared: object, status: str, message: str | None
+) -> None:
+    source = GOOD if declared is None else f"MMPLUG_API_VERSION = {declared!r}\n{GOOD}"
+    fake_dist("mmplug-chars", "0.3.1", source)
+    host = load_plugins(path=[fake_dist.site], environ={})
+    record = next(r for r in host.records if r.distribution == "mmplug-chars")
+    assert (record.status, record.api_version) == (status, declared)
+    if message is None:
+        assert host.registry.get("encoder", "char-cnn").distribution == "mmplug-chars"
+        return
+    assert message in (record.error or "")
+    assert record in host.failures
+    assert host.registry.find("char-cnn") == []
+
+
+def test_incompatible_plugin_is_fatal_in_strict_mode(fake_dist: FakeDist) -> None:
+    fake_dist("mmplug-chars", "0.3.1", f"MMPLUG_API_VERSION = 99\n{GOOD}")
+    with pytest.raises(PluginLoadError, match="written for plugin API 99"):
+        load_plugins(path=[fake_dist.site], environ={"MMPLUG_STRICT_PLUGINS": "1"})
+
+
+def test_core_declares_the_api_it_implements() -> None:
+    host = load_plugins(entry_points=False)
+    assert host.records[0].api_version == mmplug.API_VERSION
