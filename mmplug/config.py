@@ -393,7 +393,7 @@ def _param_names(model: type[BaseModel]) -> set[str]:
     return names
 
 
-def _modality_of(registry: Registry, encoder: ComponentSpec) -> ComponentSpec:
+def modality_of(registry: Registry, encoder: ComponentSpec) -> ComponentSpec:
     """The modality an encoder consumes; when several distributions register that name, the
     one from the encoder's own distribution wins (it is the one the encoder was written for).
     """
@@ -428,7 +428,7 @@ def resolve_model(
         encoders[key] = resolved
         modality_name = resolved.spec.modality or ""
         try:
-            modalities[key] = _modality_of(registry, resolved.spec)
+            modalities[key] = modality_of(registry, resolved.spec)
         except (UnknownComponentError, DuplicateComponentError) as exc:
             issues.append(
                 ConfigIssue(

@@ -15,6 +15,8 @@ import pytest
 import mmplug
 from mmplug.plugins import PluginHost
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 _unique = itertools.count()
 

@@ -193,7 +193,7 @@ def test_encoder_prefers_its_own_distributions_modality(host: PluginHost) -> Non
     import mmplug.config
 
     spec = host.registry.get("encoder", "bert")
-    assert mmplug.config._modality_of(host.registry, spec).distribution == "mmplug-a"
+    assert mmplug.config.modality_of(host.registry, spec).distribution == "mmplug-a"
 
 
 def test_overrides_set_nested_keys_with_yaml_values() -> None:
