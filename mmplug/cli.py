@@ -90,6 +90,30 @@ def _parser() -> argparse.ArgumentParser:
         help="dotted overrides, e.g. model.fusion.name=gated",
     )
     cmd.set_defaults(run=cmd_validate)
+
+    cmd = commands.add_parser(
+        "new-plugin",
+        help="write a complete plugin package to start from",
+        description="Write mmplug-NAME/: pyproject.toml with the entry point, a module with "
+        "the hook implementation and a small working component, a test file running mmplug's "
+        "conformance checks, and a README.",
+    )
+    cmd.add_argument("name", help="the plugin's name, e.g. 'chars' for mmplug-chars")
+    cmd.add_argument(
+        "--kind",
+        choices=("encoder", "modality", "fusion", "head"),
+        default="encoder",
+        help="what the package registers (default: encoder); 'modality' writes a modality "
+        "and an encoder for it",
+    )
+    cmd.add_argument(
+        "--modality",
+        metavar="M",
+        help="the modality an encoder consumes (default: text); a modality nothing registers "
+        "yet is written into the package too",
+    )
+    cmd.add_argument("--out", metavar="DIR", help="where to write it (default: ./mmplug-NAME)")
+    cmd.set_defaults(run=cmd_new_plugin)
     return parser
 
 
@@ -283,4 +307,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"  model.{where}: {spec.name} ({spec.distribution} {spec.version}){modality}")
         if params:
             print(f"      {params}")
+    return 0
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from mmplug.scaffold import new_plugin
+
+    registry = _load().registry if args.modality else None
+    target = new_plugin(
+        args.name, kind=args.kind, modality=args.modality, out=args.out, registry=registry
+    )
+    print(f"wrote {target}/")
+    for path in sorted(p for p in target.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(target)}")
+    print(f"next:\n  pip install -e '{target}[test]'\n  mmplug list\n  pytest {target}/tests")
     return 0

@@ -63,7 +63,8 @@ class UnknownComponentError(MmplugError, KeyError):
         if self.suggestions:
             hint = "did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
         elif known:
-            hint = f"known {kind}s: {', '.join(known)}"
+            plural = "modalities" if kind == "modality" else f"{kind}s"
+            hint = f"known {plural}: {', '.join(known)}"
         else:
             hint = f"no {kind} is registered; is the plugin that provides it installed?"
         super().__init__(f"unknown {kind} {name!r}; {hint}")
