@@ -1,0 +1,73 @@
+"""The ``text`` modality: strings in, anything else a DataError; absent texts never loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import mmplug
+from mmplug import DataError
+from mmplug.plugins import PluginHost
+from mmplug_text.modality import TextModality
+
+
+@pytest.mark.parametrize("text", ["a cat", "", "  ", "日本語", "line\nbreak"])
+def test_a_string_is_its_own_raw_value(text: str) -> None:
+    assert TextModality().load(text) == text
+
+
+def test_a_str_subclass_becomes_a_plain_str() -> None:
+    class Fancy(str):
+        pass
+
+    loaded = TextModality().load(Fancy("cat"))
+    assert type(loaded) is str
+    assert loaded == "cat"
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        (3, "int: 3"),
+        (["a", "b"], "list: ['a', 'b']"),
+        (float("nan"), "float: nan"),
+        (b"x", "bytes: b'x'"),
+    ],
+)
+def test_a_non_string_is_an_error_naming_it(value: Any, named: str) -> None:
+    with pytest.raises(DataError, match="expected a string") as info:
+        TextModality().load(value)
+    assert named in str(info.value)
+
+
+def test_none_is_not_loaded() -> None:
+    with pytest.raises(DataError, match="absent"):
+        TextModality().load(None)
+
+
+def test_absent_texts_are_skipped_by_the_model(text_host: PluginHost, tiny_bert: Path) -> None:
+    config = {
+        "encoders": {"text": {"name": "bert", "pretrained": str(tiny_bert)}},
+        "fusion": {"name": "first"},
+        "head": {"name": "classification", "num_classes": 2},
+    }
+    model = mmplug.build_model(config, registry=text_host.registry).eval()
+    rows: list[dict[str, Any]] = [{"text": "the cat"}, {"text": None}, {}, {"text": ""}]
+    samples = [model.load_sample(row) for row in rows]
+    assert samples[1] == {} and samples[2] == {}
+
+    batch = model.preprocess(samples)
+    assert batch.present["text"].tolist() == [True, False, False, True]
+    assert batch.inputs["text"]["input_ids"].shape[0] == 2  # the encoder saw present texts only
+    with torch.no_grad():
+        features = model(batch).features["text"]
+    assert features.mask is not None
+    assert not features.pooled[1:3].any()
+    assert not features.mask[1:3].any()
+    assert features.mask[3].sum() == 2  # the empty text is [CLS] [SEP]
+
+    with pytest.raises(DataError, match="int: 7"):
+        model.load_sample({"text": 7})

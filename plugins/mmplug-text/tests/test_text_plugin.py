@@ -1,0 +1,48 @@
+"""The plugin as a distribution: entry point, registration, and a cheap entry-point module."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mmplug.cli import main
+from mmplug.plugins import PluginHost
+from mmplug_text import __version__
+
+
+def test_installed_plugin_is_discovered_through_its_entry_point(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only this distribution, so other plugins' state can't change the listing.
+    monkeypatch.setenv("MMPLUG_LOAD_PLUGINS", "mmplug-text")
+    assert main(["list", "encoder", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {
+        "kind": "encoder",
+        "name": "bert",
+        "modality": "text",
+        "distribution": "mmplug-text",
+        "version": __version__,
+    }.items() <= next(c for c in listed if c["name"] == "bert").items()
+    assert __version__ == "0.1.0"
+
+
+def test_it_registers_the_text_modality_and_the_bert_encoder(text_host: PluginHost) -> None:
+    registry = text_host.registry
+    modality = registry.get("modality", "text")
+    bert = registry.get("encoder", "mmplug-text:bert")
+    assert (modality.distribution, modality.version) == ("mmplug-text", __version__)
+    assert bert.modality == "text"
+    assert bert.factory == "mmplug_text.bert:BertEncoder"
+
+
+def test_importing_the_entry_point_module_imports_no_torch() -> None:
+    code = (
+        "import sys, mmplug_text; "
+        "heavy = {'torch', 'transformers', 'tokenizers'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
