@@ -13,6 +13,8 @@ import argparse
 import difflib
 import json
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -276,7 +278,24 @@ def _params(spec: ComponentSpec) -> list[dict[str, Any]]:
 
 
 def _type_name(annotation: Any) -> str:
-    if type(annotation) is type:  # a plain class; generics such as list[int] print themselves
+    """How a user would write the type: ``list[int]``, ``'a' | 'b' | None``.
+
+    Constraints (``PositiveInt`` is ``Annotated[int, Gt(0)]``) are left out; the description
+    and validation errors carry them.
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) if a is not None else "None" for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]" if args else str(origin)
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
 

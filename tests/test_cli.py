@@ -305,3 +305,17 @@ def test_plugins_shows_api_versions_and_incompatible_plugins(
     assert "incompatible" in result.stdout and "upgrade mmplug" in result.stdout
     listed = run("list", site=site)
     assert "plugin 'future' (acme-future 3.0) is written for plugin API 7" in listed.stderr
+
+
+def test_param_types_read_as_a_user_writes_them() -> None:
+    from typing import Annotated, Literal, Optional
+
+    from pydantic import Field, PositiveInt
+
+    from mmplug.cli import _type_name
+
+    assert _type_name(list[PositiveInt]) == "list[int]"
+    assert _type_name(Optional[Literal["base", "large"]]) == "'base' | 'large' | None"  # noqa: UP045
+    assert _type_name(Annotated[float, Field(ge=0)] | None) == "float | None"
+    assert _type_name(dict[str, int]) == "dict[str, int]"
+    assert _type_name(bool) == "bool"
