@@ -1,9 +1,10 @@
-# One-command setup: every target creates .venv when missing and installs core plus every
-# package under plugins/ in editable mode, with torch & co. pinned by constraints.txt.
+# One-command setup: every target creates .venv when missing and installs core, every
+# package under plugins/ and the third-party example under docs/examples/ in editable mode,
+# with torch & co. pinned by constraints.txt.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml)
+PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml docs/examples/*/pyproject.toml)
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup test lint format demo bench clean

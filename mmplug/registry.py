@@ -25,6 +25,13 @@ from mmplug.errors import DuplicateComponentError, UnknownComponentError
 KINDS: tuple[str, ...] = ("modality", "encoder", "fusion", "head")
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sort key reading digit runs as numbers: ``resnet18`` < ``resnet34`` < ``resnet101``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 _FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 Factory = Callable[..., Any]
@@ -230,7 +237,7 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         """Sorted bare names of one kind."""
         _check_kind(kind)
-        return sorted(self._specs[kind])
+        return sorted(self._specs[kind], key=natural_key)
 
     def components(
         self,
@@ -239,7 +246,8 @@ class Registry:
         *,
         modality: str | None = None,
     ) -> list[ComponentSpec]:
-        """Specs sorted by kind, name and distribution, optionally filtered.
+        """Specs sorted by kind, name (numbers by value: resnet18 before resnet101) and
+        distribution, optionally filtered.
 
         Args:
             kind: only this kind.
@@ -249,7 +257,7 @@ class Registry:
         kinds = KINDS if kind is None else (_check_kind(kind),)
         found = []
         for each_kind in kinds:
-            for name in sorted(self._specs[each_kind]):
+            for name in sorted(self._specs[each_kind], key=natural_key):
                 for spec in sorted(self._specs[each_kind][name], key=lambda s: s.distribution):
                     if pattern and not (
                         fnmatch.fnmatchcase(spec.name, pattern)

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 import mmplug
 from mmplug.errors import DuplicateComponentError, UnknownComponentError
 from mmplug.plugins import PluginHost
-from mmplug.registry import NoParams
+from mmplug.registry import NoParams, Registry
 
 from .conftest import Plugin
 
@@ -206,3 +206,13 @@ def test_lazy_factory_is_imported_only_when_loaded(host: PluginHost) -> None:
     import collections
 
     assert spec.load_factory() is collections.OrderedDict
+
+
+def test_names_sort_numbers_by_value() -> None:
+    registry = Registry()
+    register = registry.register_fn("encoder", distribution="acme", version="1", plugin="acme:x")
+    for name in ("resnet152", "resnet18", "resnet101", "bert", "resnet50"):
+        register(name, "acme.m:Encoder", modality="image")
+    expected = ["bert", "resnet18", "resnet50", "resnet101", "resnet152"]
+    assert registry.names("encoder") == expected
+    assert [spec.name for spec in registry.components("encoder")] == expected
