@@ -8,9 +8,9 @@ once into torch's hub cache), a local state dict file, or nowhere (random initia
 Padding and batching: the transformer masks padded frames, and the front end has no padding
 of its own, so a frame's features depend only on the clip's samples, except in the
 ``group_norm`` front end of the base models (and ``wav2vec2`` large), whose first layer
-normalizes each channel over the whole time axis, padding included. For those the front end
-runs clip by clip on each clip's own samples whenever a batch mixes lengths, so that a clip
-gives the same features alone or padded in a batch (up to float rounding).
+normalizes each channel over the whole time axis, padding included. For those the first
+layer's norm is computed over each clip's own frames whenever a batch mixes lengths, so that a
+clip gives the same features alone or padded in a batch (up to float rounding).
 """
 
 from __future__ import annotations
@@ -216,13 +216,17 @@ class SSLEncoder(Encoder):
         if not self.clipwise_front_end or bool((lengths == waveform.shape[1]).all()):
             features, frames = extractor(waveform, lengths)
             return features, frames
-        # GroupNorm over time would see the padding: run each clip on its own samples.
-        per_clip = [
-            extractor(waveform[row : row + 1, : int(length)], None)[0][0]
-            for row, length in enumerate(lengths)
-        ]
-        frames = torch.tensor([f.shape[0] for f in per_clip], device=lengths.device)
-        return nn.utils.rnn.pad_sequence(per_clip, batch_first=True), frames
+        # GroupNorm over time would see the padding: normalize the first layer over each
+        # clip's own frames, for the whole batch at once. The later convs have no padding and
+        # no norm, so a valid frame only ever reads valid frames.
+        first, *rest = extractor.conv_layers
+        x = first.conv(waveform.unsqueeze(1))  # [n, C, T']
+        frames = torch.div(lengths - first.kernel_size, first.stride, rounding_mode="floor") + 1
+        frames = frames.clamp(min=0)
+        x = nn.functional.gelu(_masked_group_norm(x, frames, first.layer_norm))
+        for layer in rest:
+            x, frames = layer(x, frames)
+        return x.transpose(1, 2), frames
 
 
 class Wav2Vec2Encoder(SSLEncoder):
@@ -353,6 +357,27 @@ def _receptive_field(conv_layers: list[Any]) -> int:
         field += (layer.conv.kernel_size[0] - 1) * hop
         hop *= layer.conv.stride[0]
     return field
+
+
+def _masked_group_norm(x: Tensor, frames: Tensor, norm: nn.GroupNorm) -> Tensor:
+    """``norm`` applied to each clip's first ``frames[i]`` time steps only.
+
+    Args:
+        x: ``[n, C, T]``; what lies beyond a clip's frames is ignored (and comes out finite).
+        frames: ``[n]`` valid time steps per clip.
+        norm: the ``GroupNorm`` whose groups, epsilon and affine to use.
+    """
+    n, channels, size = x.shape
+    groups = norm.num_groups
+    mask = length_mask(frames, size)[:, None, None, :]  # [n, 1, 1, T]
+    grouped = x.reshape(n, groups, channels // groups, size)
+    count = (frames.clamp(min=1) * (channels // groups)).to(x.dtype)[:, None, None, None]
+    mean = torch.where(mask, grouped, 0.0).sum(dim=(2, 3), keepdim=True) / count
+    var = torch.where(mask, (grouped - mean) ** 2, 0.0).sum(dim=(2, 3), keepdim=True) / count
+    out = ((grouped - mean) * torch.rsqrt(var + norm.eps)).reshape(n, channels, size)
+    if norm.affine:
+        out = out * norm.weight[:, None] + norm.bias[:, None]
+    return out
 
 
 def _normalize(waveform: Tensor, lengths: Tensor) -> Tensor:

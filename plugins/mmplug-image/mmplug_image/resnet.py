@@ -304,7 +304,11 @@ def _load_state(net: nn.Module, state: Mapping[str, Any], arch: str, source: str
             f"(a training checkpoint? save model.state_dict() itself)"
         )
     expected = net.state_dict()
-    missing = [key for key in expected if key not in state]
+    # Checkpoints saved before PyTorch 0.4.1 (torchvision's own IMAGENET1K_V1 files among
+    # them) have no BatchNorm step counters; load_state_dict fills those in itself.
+    missing = [
+        key for key in expected if key not in state and not key.endswith(".num_batches_tracked")
+    ]
     unexpected = [key for key in state if key not in expected]
     reshaped = [
         f"{key} {list(state[key].shape)} in the file, {list(expected[key].shape)} in {arch}"

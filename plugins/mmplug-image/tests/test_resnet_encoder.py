@@ -105,6 +105,16 @@ def test_fine_tuned_classifier_and_dataparallel_prefix_are_accepted(
     torch.testing.assert_close(encoder.backbone.conv1.weight, state["conv1.weight"])
 
 
+def test_state_dict_without_batchnorm_counters_loads(
+    tmp_path: Path, random_state_dict: StateDictFactory
+):
+    # Saved before PyTorch 0.4.1, as torchvision's own IMAGENET1K_V1 files were.
+    state = random_state_dict("resnet18")
+    legacy = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    encoder = resnet18(weights=str(save_weights(legacy, tmp_path / "legacy.pth")))
+    torch.testing.assert_close(encoder.backbone.bn1.running_var, state["bn1.running_var"])
+
+
 def test_missing_weight_file_names_the_path(tmp_path: Path):
     path = tmp_path / "absent" / "resnet18.pth"
     with pytest.raises(ComponentError, match="weights file not found") as caught:

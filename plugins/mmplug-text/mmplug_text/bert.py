@@ -135,8 +135,9 @@ class BertEncoder(Encoder):
         self.output_dim = int(self.model.config.hidden_size)
         self._check_max_length()
         self._set_trainable(trainable_layers)
-        if freeze:
-            self.model.eval()  # type: ignore[no-untyped-call]
+        # from_pretrained returns the transformer in eval mode while this module starts in
+        # training mode, as every nn.Module does: line them up (a frozen one stays in eval).
+        self.train()
 
     # -- nn.Module ------------------------------------------------------------------------
 
@@ -397,10 +398,18 @@ def _unavailable(source: str, what: str, exc: BaseException) -> ComponentError:
 
 
 def _tokenizer_if_any(source: str) -> PreTrainedTokenizerBase | None:
-    """The checkpoint's tokenizer, or None when it has no tokenizer files."""
+    """The checkpoint's tokenizer, or None when it has no tokenizer files.
+
+    Raises:
+        ComponentError: ``source`` is a directory whose tokenizer files can't be read (a
+            directory without any gives an empty tokenizer, not an error): training a new
+            vocabulary instead would silently change what the model reads.
+    """
     try:
         tokenizer = _hub(AutoTokenizer.from_pretrained, source, "tokenizer")
     except ComponentError:
+        if Path(source).is_dir():
+            raise
         return None
     return None if _is_empty(tokenizer) else tokenizer
 

@@ -117,6 +117,14 @@ def test_freeze_leaves_nothing_trainable_and_dropout_off(tiny_bert: Path) -> Non
     torch.testing.assert_close(encoder(inputs).pooled, encoder(inputs).pooled)  # no dropout
 
 
+def test_a_new_encoder_and_its_transformer_agree_on_training_mode(tiny_bert: Path) -> None:
+    # from_pretrained hands back a transformer in eval mode; a new module trains.
+    encoder = BertEncoder(pretrained=str(tiny_bert))
+    assert encoder.training and encoder.model.training
+    frozen = BertEncoder(pretrained=str(tiny_bert), freeze=True)
+    assert frozen.training and not frozen.model.training
+
+
 def test_without_freeze_dropout_is_on_in_training(tiny_bert: Path) -> None:
     encoder = BertEncoder(pretrained=str(tiny_bert)).train()
     inputs = encoder.preprocess(TEXTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,17 @@ def test_from_scratch_without_tokenizer_files_trains_one(config_only_bert: Path)
     assert encoder.model.get_input_embeddings().weight.shape == (120, 32)
     encoder.fit(TRAIN)
     assert encoder.preprocess(NEW)["input_ids"].max() < 120
+
+
+def test_from_scratch_with_unreadable_tokenizer_files_is_an_error(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    # A broken tokenizer must not be silently replaced by a newly trained vocabulary.
+    broken = tmp_path / "broken-bert"
+    shutil.copytree(tiny_bert, broken)
+    (broken / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ComponentError, match="can't load the tokenizer from checkpoint directory"):
+        BertEncoder(pretrained=str(broken), from_scratch=True)
 
 
 CONFIG: dict[str, Any] = {
