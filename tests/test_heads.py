@@ -25,7 +25,8 @@ def build_head(name: str, **params: object) -> Head:
 
 CASES = {
     "classification": ({"num_classes": 3}, torch.tensor([0, 1, 2, 0, 1, 2])),
-    "multilabel": ({"num_labels": 4}, torch.randint(0, 2, (BATCH, 4))),
+    # every label both on and off somewhere, so that mAP is defined
+    "multilabel": ({"num_labels": 4}, (torch.arange(BATCH)[:, None] + torch.arange(4)) % 2),
     "regression": ({}, torch.randn(BATCH)),
 }
 
