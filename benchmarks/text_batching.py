@@ -24,24 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-WORDS = [
-    "a",
-    "the",
-    "red",
-    "blue",
-    "small",
-    "large",
-    "dog",
-    "cat",
-    "car",
-    "house",
-    "runs",
-    "sits",
-    "near",
-    "under",
-    "over",
-    "quickly",
-]
+WORDS = "a the red blue small large dog cat car house runs sits near under over".split()  # noqa: SIM905
 
 
 def captions(count: int, seed: int = 0) -> list[str]:
