@@ -15,7 +15,8 @@ MMPLUG_API_VERSION = API_VERSION
 
 
 class _MLPParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: the validator is built on first use, so listing plugins stays fast
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     hidden_dims: list[PositiveInt] = Field(
         default_factory=list, description="Sizes of hidden layers before the output layer."

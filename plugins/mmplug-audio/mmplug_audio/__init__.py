@@ -79,7 +79,8 @@ def is_bundle_name(weights: str) -> bool:
 class MelCNNParams(BaseModel):
     """Log-mel spectrogram and a small 2-D CNN, trained from scratch."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: the validator is built on first use, so listing plugins stays fast
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     sample_rate: PositiveInt = Field(
         default=16000, description="Every clip is resampled to this rate (Hz)."
@@ -113,7 +114,8 @@ class MelCNNParams(BaseModel):
 
 
 class _SSLParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: the validator is built on first use, so listing plugins stays fast
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     #: The encoder these params belong to and the bundles it accepts.
     ENCODER: ClassVar[str]

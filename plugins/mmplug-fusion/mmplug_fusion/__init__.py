@@ -29,7 +29,8 @@ Activation = Literal["relu", "gelu", "tanh", "silu", "identity"]
 
 
 class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: the validator is built on first use, so listing plugins stays fast
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ConcatParams(_Params):

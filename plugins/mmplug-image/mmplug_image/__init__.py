@@ -36,7 +36,8 @@ RESNETS: dict[str, int] = {
 class ImageModalityParams(BaseModel):
     """Parameters of the ``image`` modality."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: the validator is built on first use, so listing plugins stays fast
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     max_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS,
@@ -51,7 +52,8 @@ class ImageModalityParams(BaseModel):
 class ResNetParams(BaseModel):
     """Parameters of the ResNet encoders."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: the validator is built on first use, so listing plugins stays fast
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     weights: str | None = Field(
         default=None,

@@ -41,7 +41,8 @@ Pooling = Literal["mean", "cls", "pooler"]
 class BertParams(BaseModel):
     """Parameters of the ``bert`` encoder."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: the validator is built on first use, so listing plugins stays fast
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     pretrained: str | None = Field(
         default=DEFAULT_PRETRAINED,
