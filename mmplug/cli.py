@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         "--modality",
         metavar="M",
         help="the modality an encoder consumes (default: text); a modality nothing registers "
-        "yet is written into the package too",
+        "yet is written into the package too; with --kind modality, its name (default: NAME)",
     )
     cmd.add_argument("--out", metavar="DIR", help="where to write it (default: ./mmplug-NAME)")
     cmd.set_defaults(run=cmd_new_plugin)
@@ -181,7 +181,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for record in host.records:
         origin = "core" if record.distribution == "mmplug" else record.name
         where = f"[{origin} -> {record.module}]"
-        api = "?" if record.api_version is None else record.api_version
+        api = record.api_version_text()
         print(f"{record.distribution} {record.version}  api {api}  {where}  {record.status}")
         if record.error:
             print(f"    error: {record.error}")

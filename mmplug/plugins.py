@@ -90,8 +90,25 @@ class PluginRecord:
             "status": self.status,
             "error": self.error,
             "components": list(self.components),
-            "api_version": self.api_version,
+            # an int or None as declared; anything else as its repr, so that JSON can hold it
+            "api_version": (
+                self.api_version
+                if self.api_version is None or type(self.api_version) is int
+                else repr(self.api_version)
+            ),
         }
+
+    def api_version_text(self) -> str:
+        """The declared API as ``mmplug plugins`` shows it: ``?`` for none, a repr if not an int.
+
+        A repr tells ``MMPLUG_API_VERSION = "1"`` (refused) apart from ``1``, and keeps
+        ``--json`` working whatever object a plugin declares.
+        """
+        if self.api_version is None:
+            return "?"
+        if type(self.api_version) is int:
+            return str(self.api_version)
+        return repr(self.api_version)
 
 
 class PluginHost:

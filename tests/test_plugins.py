@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -272,6 +273,21 @@ def test_plugin_api_version_is_checked_before_its_hooks_run(
     assert message in (record.error or "")
     assert record in host.failures
     assert host.registry.find("char-cnn") == []
+
+
+def test_any_declared_api_version_is_reported_as_json(fake_dist: FakeDist) -> None:
+    """An odd declaration is refused and shown as its repr, never breaking ``--json``."""
+    fake_dist(
+        "mmplug-chars",
+        "0.3.1",
+        f"import fractions\nMMPLUG_API_VERSION = fractions.Fraction(1)\n{GOOD}",
+    )
+    host = load_plugins(path=[fake_dist.site], environ={})
+    record = next(r for r in host.records if r.distribution == "mmplug-chars")
+    assert record.status == "incompatible"
+    assert record.api_version_text() == "Fraction(1, 1)"
+    assert json.loads(json.dumps(record.describe()))["api_version"] == "Fraction(1, 1)"
+    assert host.records[0].describe()["api_version"] == mmplug.API_VERSION
 
 
 def test_incompatible_plugin_is_fatal_in_strict_mode(fake_dist: FakeDist) -> None:

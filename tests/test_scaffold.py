@@ -129,6 +129,9 @@ def test_bad_requests_are_refused_with_the_reason(tmp_path: Path) -> None:
         host = load_plugins(entry_points=False)
         host.add(Plugin(register_modalities=[(("word", "m:W"), {})]), name="toy")
         new_plugin("ok", modality="word", out=tmp_path / "x", registry=host.registry)
+    # --modality names the modality a --kind modality package writes
+    named = new_plugin("sensors", kind="modality", modality="vib", out=tmp_path / "vib")
+    assert 'register(\n        "vib",' in (named / "mmplug_sensors" / "__init__.py").read_text()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     with pytest.raises(MmplugError, match="already exists and is not empty"):

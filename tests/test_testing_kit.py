@@ -222,3 +222,78 @@ def test_a_plugin_test_file_is_a_few_lines(
     result = pytester.runpytest_subprocess("-q", "-k", "not freeze")
     # 2 modalities x 3 checks + 2 encoders x 6 + 1 fusion x 7; the toy encoders have no freeze
     result.assert_outcomes(passed=25, deselected=2)
+
+
+# -- a component that breaks the interface fails by name, not with a stray exception ----------
+
+
+class Detached(BatchNormalised):
+    """Its output is cut from the graph: no gradient can reach its parameter."""
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        return EncoderOutput((inputs["values"] * self.scale).detach())
+
+
+class TupleOut(BatchNormalised):
+    def forward(self, inputs: dict[str, Tensor]) -> Any:  # type: ignore[override]
+        return (inputs["values"],)
+
+
+class BadTokens(BatchNormalised):
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        values = inputs["values"] * self.scale
+        return EncoderOutput(values, values[:, None, :2], torch.ones(len(values), 1).bool())
+
+
+class ParameterFree(Fusion):
+    """Concatenation with absent rows zeroed: nothing to train, and that is fine."""
+
+    def __init__(self, input_dims: dict[str, int]) -> None:
+        super().__init__()
+        self.output_dim = sum(input_dims.values())
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> Tensor:
+        return torch.cat(
+            [torch.where(present[k][:, None], features[k].pooled, 0.0) for k in sorted(features)],
+            dim=-1,
+        )
+
+
+@pytest.mark.parametrize(
+    ("check_id", "expected"),
+    [
+        ("encoder:detached:gradients", "its output is not differentiable"),
+        ("encoder:tuple-out:output_shapes", "forward returned tuple, expected an EncoderOutput"),
+        ("encoder:tuple-out:finite", "forward returned tuple, expected an EncoderOutput"),
+        ("encoder:bad-tokens:output_shapes", "tokens must be [B=3, T, D=3], got shape (3, 1, 2)"),
+        ("fusion:free:gradients", None),
+    ],
+)
+def test_interface_breaks_are_named(toy_plugin: ModuleType, check_id: str, expected: str) -> None:
+    host = make_toy_host(toy_plugin)
+    host.add(
+        Plugin(
+            register_encoders=[
+                ((name, cls), {"modality": "numbers"})
+                for name, cls in [
+                    ("detached", Detached),
+                    ("tuple-out", TupleOut),
+                    ("bad-tokens", BadTokens),
+                ]
+            ],
+            register_fusions=[(("free", ParameterFree), {})],
+        ),
+        name="broken",
+        distribution="acme-broken",
+        version="0.1",
+    )
+    kit = Conformance("acme-broken", registry=host.registry, samples=TOY_SAMPLES)
+    if expected is None:  # a correct component without parameters passes
+        [check] = [c for c in kit.checks() if c.id == check_id]
+        check()
+        return
+    message = _run(kit, check_id)
+    assert expected in message
+    assert message.startswith(
+        f"{check_id.split(':')[0]} {check_id.split(':')[1]!r} (acme-broken 0.1)"
+    )

@@ -169,7 +169,7 @@ def _layout(name: str, kind: str, modality: str | None, registry: Registry | Non
             _example(f"{{name: {name}, dim: 64}}", key=modality),
             modality,
         )
-    new = name if kind == "modality" else modality or name
+    new = modality or name  # --kind modality names the modality after the plugin unless told
     _check_new_modality(new, registry)
     encoder = f"{name}-mlp" if kind == "modality" else name
     return Layout(

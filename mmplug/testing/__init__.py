@@ -32,11 +32,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from mmplug.registry import ComponentSpec, Registry, normalize_distribution
-
 if TYPE_CHECKING:
     import pytest
     from torch import Tensor
+
+    from mmplug.registry import ComponentSpec, Registry
+
+# Imported on use, not here: pytest imports this package (for its plugin) in every session
+# wherever mmplug is installed, and the registry brings pydantic.
 
 
 #: Samples of one modality: the values themselves, or a function that makes them (files
@@ -82,6 +85,7 @@ class Conformance:
         if self.registry is not None:
             return self.registry
         from mmplug.plugins import load_plugins
+        from mmplug.registry import normalize_distribution
 
         host = load_plugins(extra=self.plugins)
         wanted = normalize_distribution(self.distribution or "")
@@ -92,6 +96,8 @@ class Conformance:
 
     def components(self) -> list[ComponentSpec]:
         """The components checked, in registry order (kind, then name)."""
+        from mmplug.registry import normalize_distribution
+
         specs = self.host_registry.components()
         if self.distribution is None:
             return specs

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from mmplug.assembly import build_component
 from mmplug.config import ResolvedComponent, modality_of
-from mmplug.errors import MmplugError
+from mmplug.errors import DataError
 from mmplug.interfaces import Encoder, EncoderOutput, Fusion, Head, Modality
 from mmplug.registry import ComponentSpec
 
@@ -93,10 +93,20 @@ def ready_encoder(
     return encoder, raws
 
 
-def encode(encoder: Encoder, raws: list[Any], *, train: bool = False) -> EncoderOutput:
-    out = encoder(encoder.preprocess(raws, train=train))
+def encode(
+    spec: ComponentSpec, encoder: Encoder, raws: list[Any], *, train: bool = False
+) -> EncoderOutput:
+    return forward(spec, encoder, encoder.preprocess(raws, train=train))
+
+
+def forward(spec: ComponentSpec, encoder: Encoder, inputs: dict[str, Tensor]) -> EncoderOutput:
+    """``encoder(inputs)``; a bad output (EncoderOutput's own shape checks) names the encoder."""
+    try:
+        out = encoder(inputs)
+    except ValueError as exc:  # EncoderOutput refusing tokens/mask that don't fit pooled
+        raise AssertionError(f"{who(spec)}: forward raised ValueError: {exc}") from exc
     assert isinstance(out, EncoderOutput), (
-        f"forward returned {type(out).__name__}, expected EncoderOutput"
+        f"{who(spec)}: forward returned {type(out).__name__}, expected an EncoderOutput"
     )
     return out
 
@@ -105,7 +115,10 @@ def close(spec: ComponentSpec, what: str, got: Tensor, expected: Tensor) -> None
     """``torch.testing.assert_close`` with a message naming the component and the check."""
     scale = float(expected.detach().abs().nan_to_num().max()) if expected.numel() else 0.0
     try:
-        torch.testing.assert_close(got, expected, rtol=RTOL, atol=ATOL + SCALE_TOL * scale)
+        # NaN in the same places is the finite checks' business, not this check's
+        torch.testing.assert_close(
+            got, expected, rtol=RTOL, atol=ATOL + SCALE_TOL * scale, equal_nan=True
+        )
     except AssertionError as exc:
         raise AssertionError(f"{who(spec)}: {what}\n{exc}") from None
 
@@ -113,6 +126,21 @@ def close(spec: ComponentSpec, what: str, got: Tensor, expected: Tensor) -> None
 def finite(spec: ComponentSpec, what: str, tensor: Tensor) -> None:
     bad = int((~torch.isfinite(tensor)).sum())
     assert bad == 0, f"{who(spec)}: {what} has {bad} NaN/inf values of {tensor.numel()}"
+
+
+def backward(spec: ComponentSpec, module: nn.Module, loss: Tensor, what: str) -> None:
+    """``loss.backward()`` and check that every trainable parameter got a gradient.
+
+    A component without trainable parameters has nothing to check.
+    """
+    if not any(p.requires_grad for p in module.parameters()):
+        return
+    assert loss.requires_grad, (
+        f"{who(spec)}: {what} is not differentiable (no grad_fn); expected gradients to reach "
+        "its trainable parameters (a detach() or torch.no_grad() on the way?)"
+    )
+    loss.backward()  # type: ignore[no-untyped-call]
+    no_grad_names(spec, module)
 
 
 def no_grad_names(spec: ComponentSpec, module: nn.Module) -> None:
@@ -132,7 +160,12 @@ def check_params_round_trip_json(kit: Conformance, spec: ComponentSpec) -> None:
     """The params survive JSON: a run's saved config rebuilds the same component."""
     params = validated_params(kit, spec)
     text = params.model_dump_json()
-    again = spec.params.model_validate_json(text)
+    try:
+        again = spec.params.model_validate_json(text)
+    except ValueError as exc:  # pydantic's ValidationError
+        raise AssertionError(
+            f"{who(spec)}: params {params!r} don't validate again after JSON ({text}): {exc}"
+        ) from exc
     assert again == params, f"{who(spec)}: params {params!r} came back from JSON as {again!r}"
 
 
@@ -141,7 +174,7 @@ def check_params_round_trip_json(kit: Conformance, spec: ComponentSpec) -> None:
 
 def check_modality_loads_samples(kit: Conformance, spec: ComponentSpec) -> None:
     """Every sample loads, and the raw objects pickle (they travel to data-loader workers)."""
-    if spec.name not in kit.samples and spec.qualified_name not in kit.samples:
+    if spec.name not in kit.samples:  # samples_for() looks up the bare name too
         import pytest
 
         pytest.skip(f"no samples given for modality {spec.name!r}")
@@ -167,7 +200,7 @@ def check_modality_rejects_bad_values(kit: Conformance, spec: ComponentSpec) -> 
     for value in bad:
         try:
             modality.load(value)
-        except MmplugError as exc:
+        except DataError as exc:
             assert str(exc), f"{who(spec)}: rejected {value!r} with an empty message"
             continue
         except Exception as exc:
@@ -193,7 +226,7 @@ def check_encoder_output_shapes(kit: Conformance, spec: ComponentSpec) -> None:
             f"{getattr(tensor, 'shape', type(tensor).__name__)}, expected a leading {count}"
         )
     with torch.no_grad():
-        out = encoder(inputs)
+        out = forward(spec, encoder, inputs)
     expected = (count, encoder.output_dim)
     assert tuple(out.pooled.shape) == expected, (
         f"{who(spec)}: pooled has shape {tuple(out.pooled.shape)}, expected {expected} "
@@ -206,7 +239,7 @@ def check_encoder_finite(kit: Conformance, spec: ComponentSpec) -> None:
     """No NaN or inf in ``pooled`` or the real tokens."""
     encoder, raws = ready_encoder(kit, spec)
     with torch.no_grad():
-        out = encode(encoder.eval(), raws)
+        out = encode(spec, encoder.eval(), raws)
     finite(spec, "pooled", out.pooled)
     if out.tokens is not None and out.mask is not None:
         finite(spec, "tokens", out.tokens[out.mask])
@@ -217,10 +250,10 @@ def check_encoder_batch_independent(kit: Conformance, spec: ComponentSpec) -> No
     encoder, raws = ready_encoder(kit, spec)
     encoder.eval()
     with torch.no_grad():
-        batched = encode(encoder, raws).pooled
-        backwards = encode(encoder, raws[::-1]).pooled.flip(0)
+        batched = encode(spec, encoder, raws).pooled
+        backwards = encode(spec, encoder, raws[::-1]).pooled.flip(0)
         for index, raw in enumerate(raws):
-            alone = encode(encoder, [raw]).pooled[0]
+            alone = encode(spec, encoder, [raw]).pooled[0]
             close(spec, f"sample {index} alone differs from it in a batch", alone, batched[index])
     close(spec, "pooled depends on the order of the batch", backwards, batched)
 
@@ -230,8 +263,8 @@ def check_encoder_deterministic(kit: Conformance, spec: ComponentSpec) -> None:
     encoder, raws = ready_encoder(kit, spec)
     encoder.eval()
     with torch.no_grad():
-        first = encode(encoder, raws).pooled
-        second = encode(encoder, raws).pooled
+        first = encode(spec, encoder, raws).pooled
+        second = encode(spec, encoder, raws).pooled
     close(spec, "two eval passes on the same input differ", second, first)
 
 
@@ -239,15 +272,14 @@ def check_encoder_gradients(kit: Conformance, spec: ComponentSpec) -> None:
     """Training reaches every trainable parameter."""
     encoder, raws = ready_encoder(kit, spec)
     encoder.train()
-    out = encode(encoder, raws, train=True)
+    out = encode(spec, encoder, raws, train=True)
     loss = out.pooled.square().mean()
     if out.tokens is not None and out.mask is not None:
         loss = loss + out.tokens[out.mask].square().mean()
-    loss.backward()  # type: ignore[no-untyped-call]
     assert any(p.requires_grad for p in encoder.parameters()) or not list(encoder.parameters()), (
         f"{who(spec)}: built with default params, none of its parameters is trainable"
     )
-    no_grad_names(spec, encoder)
+    backward(spec, encoder, loss, "its output")
 
 
 def check_encoder_freeze(kit: Conformance, spec: ComponentSpec) -> None:
@@ -265,7 +297,7 @@ def check_encoder_freeze(kit: Conformance, spec: ComponentSpec) -> None:
     buffers = {n: b.clone() for n, b in encoder.named_buffers()}
     encoder.train()
     with torch.no_grad():
-        encode(encoder, raws)
+        encode(spec, encoder, raws)
     moved = [
         n for n, b in encoder.named_buffers() if n in buffers and not torch.equal(b, buffers[n])
     ]
@@ -314,9 +346,16 @@ def fusion_for(kit: Conformance, spec: ComponentSpec, count: int) -> tuple[Fusio
     return build(kit, spec, Fusion, input_dims=dims), dims
 
 
-def fuse(fusion: Fusion, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> Tensor:
+def fuse(
+    spec: ComponentSpec,
+    fusion: Fusion,
+    features: dict[str, EncoderOutput],
+    present: dict[str, Tensor],
+) -> Tensor:
     out = fusion(features, present)
-    assert isinstance(out, Tensor), f"forward returned {type(out).__name__}, expected a Tensor"
+    assert isinstance(out, Tensor), (
+        f"{who(spec)}: forward returned {type(out).__name__}, expected a Tensor"
+    )
     return out
 
 
@@ -326,7 +365,7 @@ def check_fusion_output_shape(kit: Conformance, spec: ComponentSpec) -> None:
         fusion, dims = fusion_for(kit, spec, count)
         present = some_absent(dims)
         out = fuse(
-            fusion.eval(), fake_features(dims, present, seed=0, dtype=torch.float32), present
+            spec, fusion.eval(), fake_features(dims, present, seed=0, dtype=torch.float32), present
         )
         expected = (BATCH, fusion.output_dim)
         assert tuple(out.shape) == expected, (
@@ -342,8 +381,9 @@ def check_fusion_key_order(kit: Conformance, spec: ComponentSpec) -> None:
     present = some_absent(dims)
     features = fake_features(dims, present, seed=1, dtype=torch.float32)
     with torch.no_grad():
-        forward = fuse(fusion, features, present)
+        forward = fuse(spec, fusion, features, present)
         shuffled = fuse(
+            spec,
             fusion,
             {k: features[k] for k in reversed(list(features))},
             {k: present[k] for k in reversed(list(present))},
@@ -368,8 +408,8 @@ def check_fusion_absent_has_no_influence(kit: Conformance, spec: ComponentSpec) 
         tokens[absent] = torch.randn_like(tokens[absent]) * 100
         garbage[key] = EncoderOutput(pooled, tokens, out.mask)
     with torch.no_grad():
-        clean = fuse(fusion, features, present)
-        dirty = fuse(fusion, garbage, present)
+        clean = fuse(spec, fusion, features, present)
+        dirty = fuse(spec, fusion, garbage, present)
     close(spec, "changing an absent modality's features changed the output", dirty, clean)
 
 
@@ -379,9 +419,15 @@ def check_fusion_all_absent_finite(kit: Conformance, spec: ComponentSpec) -> Non
     present = {key: torch.zeros(BATCH, dtype=torch.bool) for key in dims}
     features = {key: EncoderOutput(torch.zeros(BATCH, dim)) for key, dim in dims.items()}
     for mode in (False, True):
-        finite(spec, "the output for all-absent rows", fuse(fusion.train(mode), features, present))
+        finite(
+            spec,
+            "the output for all-absent rows",
+            fuse(spec, fusion.train(mode), features, present),
+        )
     present = some_absent(dims)
-    out = fuse(fusion.eval(), fake_features(dims, present, seed=3, dtype=torch.float32), present)
+    out = fuse(
+        spec, fusion.eval(), fake_features(dims, present, seed=3, dtype=torch.float32), present
+    )
     finite(spec, "the output for a batch whose last row has nothing present", out)
 
 
@@ -390,10 +436,8 @@ def check_fusion_gradients(kit: Conformance, spec: ComponentSpec) -> None:
     fusion, dims = fusion_for(kit, spec, 3)
     fusion.train()
     present = everyone(dims)
-    fuse(
-        fusion, fake_features(dims, present, seed=4, dtype=torch.float32), present
-    ).square().mean().backward()  # type: ignore[no-untyped-call]
-    no_grad_names(spec, fusion)
+    out = fuse(spec, fusion, fake_features(dims, present, seed=4, dtype=torch.float32), present)
+    backward(spec, fusion, out.square().mean(), "its output")
 
 
 def check_fusion_float64(kit: Conformance, spec: ComponentSpec) -> None:
@@ -401,7 +445,7 @@ def check_fusion_float64(kit: Conformance, spec: ComponentSpec) -> None:
     fusion, dims = fusion_for(kit, spec, 2)
     fusion = fusion.to(torch.float64).eval()
     present = some_absent(dims)
-    out = fuse(fusion, fake_features(dims, present, seed=5, dtype=torch.float64), present)
+    out = fuse(spec, fusion, fake_features(dims, present, seed=5, dtype=torch.float64), present)
     assert out.dtype == torch.float64, f"{who(spec)}: float64 inputs gave a {out.dtype} output"
     finite(spec, "the float64 output", out)
 
@@ -450,8 +494,7 @@ def check_head_loss(kit: Conformance, spec: ComponentSpec) -> None:
         "scalar tensor"
     )
     finite(spec, "the loss", loss)
-    loss.backward()  # type: ignore[no-untyped-call]
-    no_grad_names(spec, head)
+    backward(spec, head, loss, "the loss")
 
 
 def check_head_predict_and_metrics(kit: Conformance, spec: ComponentSpec) -> None:

@@ -21,7 +21,8 @@ MMPLUG_API_VERSION = 1  # the mmplug plugin API this package is written for
 class TabularMLPParams(BaseModel):
     """Parameters of the ``tabular-mlp`` encoder."""
 
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: the validator is built on first use, so listing plugins stays fast
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     num_features: PositiveInt = Field(description="Feature columns per row.")
     hidden_dims: list[PositiveInt] = Field(
