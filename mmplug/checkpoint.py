@@ -26,6 +26,7 @@ import yaml
 from mmplug.assembly import MultimodalModel, build_model
 from mmplug.errors import ComponentError, ConfigError, MmplugError
 from mmplug.registry import Registry
+from mmplug.weights import listing
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
@@ -118,13 +119,7 @@ def load_model(directory: str | Path, *, registry: Registry | None = None) -> Mu
         raise ComponentError(f"{where}: {exc}") from exc
     if missing or unexpected:
         raise ComponentError(
-            f"{where}: missing {_some(sorted(missing))}; unexpected {_some(sorted(unexpected))}"
+            f"{where}: missing {listing(sorted(missing)) or 'none'}; "
+            f"unexpected {listing(sorted(unexpected)) or 'none'}"
         )
     return model
-
-
-def _some(names: list[str], limit: int = 8) -> str:
-    if not names:
-        return "none"
-    shown = ", ".join(names[:limit])
-    return f"{shown} (+{len(names) - limit} more)" if len(names) > limit else shown

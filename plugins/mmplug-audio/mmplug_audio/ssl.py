@@ -24,6 +24,7 @@ import torchaudio  # type: ignore[import-untyped]
 from torch import Tensor, nn
 
 from mmplug import ComponentError, Encoder, EncoderOutput
+from mmplug.weights import load_checked, read_state_dict, strip_prefix
 from mmplug_audio import is_bundle_name
 from mmplug_audio._wave import (
     as_waveform,
@@ -49,7 +50,6 @@ BUILDERS: dict[str, dict[str, str]] = {
 
 # torchaudio normalizes waveforms with layer_norm's default epsilon.
 _NORM_EPS = 1e-5
-_LISTED_KEYS = 5
 
 
 class SSLEncoder(Encoder):
@@ -302,52 +302,11 @@ def load_weights(model: nn.Module, path: Path, *, what: str) -> None:
         ComponentError: the file is missing or unreadable, or its tensors don't fit
             ``model`` (missing, unexpected and mis-shaped keys are listed).
     """
-    if not path.is_file():
-        raise ComponentError(f"weights file not found: {str(path)!r}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ComponentError(
-            f"can't read weights {str(path)!r}: {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ComponentError(f"weights {str(path)!r} is not a state dict (name -> tensor)")
-    if state and all(key.startswith("model.") for key in state):
-        state = {key.removeprefix("model."): value for key, value in state.items()}
+    state = strip_prefix(read_state_dict(path), "model.")
     state = {key: value for key, value in state.items() if not key.startswith("aux.")}
-    own = model.state_dict()
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    reshaped = [
-        f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
-        for key in sorted(own.keys() & state.keys())
-        if state[key].shape != own[key].shape
-    ]
-    if missing or unexpected or reshaped:
-        problems = [
-            _listed(f"{len(keys)} {label}", keys)
-            for label, keys in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("with another shape (file vs model)", reshaped),
-            )
-            if keys
-        ]
-        raise ComponentError(
-            f"weights {str(path)!r} don't fit {what} (is size right?): " + "; ".join(problems)
-        )
-    model.load_state_dict(state)
-
-
-def _listed(label: str, keys: list[str]) -> str:
-    shown = ", ".join(keys[:_LISTED_KEYS])
-    more = f", ... ({len(keys) - _LISTED_KEYS} more)" if len(keys) > _LISTED_KEYS else ""
-    return f"{label}: {shown}{more}"
+    load_checked(
+        model, state, source=f"weights {str(path)!r}", target=what, hint="(is size right?)"
+    )
 
 
 def _receptive_field(conv_layers: list[Any]) -> int:

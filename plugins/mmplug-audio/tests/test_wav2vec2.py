@@ -149,7 +149,7 @@ def test_weights_that_do_not_fit_list_the_keys(tiny, tmp_path: Path) -> None:
     state.pop("encoder.transformer.layers.0.attention.k_proj.weight")
     state["encoder.extra.weight"] = torch.zeros(1)
     state["encoder.feature_projection.projection.bias"] = torch.zeros(31)
-    for layer in range(6):  # a long list is cut short with a count
+    for layer in range(10):  # a long list is cut short with a count
         state[f"encoder.more.{layer}"] = torch.zeros(1)
     path = tmp_path / "odd.pt"
     torch.save(state, path)
@@ -158,10 +158,13 @@ def test_weights_that_do_not_fit_list_the_keys(tiny, tmp_path: Path) -> None:
         load_weights(tiny(), path, what="hubert base")
     message = str(info.value)
     assert "odd.pt" in message and "hubert base" in message
-    assert "1 missing: encoder.transformer.layers.0.attention.k_proj.weight" in message
-    assert "7 unexpected: encoder.extra.weight, encoder.more.0" in message
-    assert "(2 more)" in message
-    assert "encoder.feature_projection.projection.bias (31,) vs (32,)" in message
+    assert "missing (1): encoder.transformer.layers.0.attention.k_proj.weight" in message
+    assert "unexpected (11): encoder.extra.weight; encoder.more.0" in message
+    assert "encoder.more.8" not in message and "... and 3 more" in message
+    assert (
+        "shape mismatch (1): encoder.feature_projection.projection.bias [31] in the file, "
+        "[32] in hubert base" in message
+    )
 
 
 def test_prefixed_and_ctc_head_keys_are_accepted(tiny, tmp_path: Path) -> None:
@@ -181,7 +184,7 @@ def test_unreadable_and_missing_weight_files_are_named(tmp_path: Path) -> None:
         HuBERTEncoder(weights=str(tmp_path / "absent.pt"))
     junk = tmp_path / "junk.safetensors"
     junk.write_text("not a tensor file")
-    with pytest.raises(ComponentError, match=r"can't read weights '.*junk\.safetensors'"):
+    with pytest.raises(ComponentError, match=r"can't read weights file '.*junk\.safetensors'"):
         load_weights(torch.nn.Linear(1, 1), junk, what="x")
 
 

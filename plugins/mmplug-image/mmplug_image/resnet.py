@@ -28,6 +28,7 @@ from torchvision.transforms import v2  # type: ignore[import-untyped]
 
 from mmplug.errors import ComponentError, DataError
 from mmplug.interfaces import Encoder, EncoderOutput
+from mmplug.weights import load_checked, read_state_dict, strip_prefix
 from mmplug_image import RESNETS
 from mmplug_image.modality import to_rgb
 
@@ -43,7 +44,6 @@ _STEM = ("conv1", "bn1")
 #: File suffixes that make a ``weights`` string a path even if no such file exists, so that
 #: a typo in a path says "file not found" rather than "unknown weights name".
 _FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-_SAFETENSORS = ".safetensors"
 
 #: Blocks per stage -> architecture, to say what a mismatched state dict looks like.
 _DEPTHS: dict[tuple[tuple[int, ...], bool], str] = {
@@ -53,7 +53,6 @@ _DEPTHS: dict[tuple[tuple[int, ...], bool], str] = {
     ((3, 4, 23, 3), True): "resnet101",
     ((3, 8, 36, 3), True): "resnet152",
 }
-_LISTED = 8  # keys listed per kind of mismatch before "... and N more"
 
 
 class ResNetEncoder(Encoder):
@@ -228,33 +227,8 @@ def _read_weights(arch: str, weights: str) -> tuple[Mapping[str, Any], str, _Sta
         "/" in weights or os.sep in weights or weights.lower().endswith(_FILE_SUFFIXES)
     )
     if looks_like_path or path.is_file():
-        return _read_file(path), f"weights file {str(path)!r}", None
+        return read_state_dict(path), f"weights file {str(path)!r}", None
     return _read_named(arch, weights)
-
-
-def _read_file(path: Path) -> Mapping[str, Any]:
-    if not path.is_file():
-        raise ComponentError(
-            f"weights file not found: {str(path)!r} (relative paths resolve against the "
-            f"working directory, {os.getcwd()})"
-        )
-    try:
-        if path.suffix.lower() == _SAFETENSORS:
-            from safetensors.torch import load_file
-
-            return load_file(path, device="cpu")
-        # weights_only: a checkpoint is data, and must not run code when it is read.
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # each format reports a broken file with its own exception
-        raise ComponentError(
-            f"can't read weights file {str(path)!r}: {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(loaded, Mapping):
-        raise ComponentError(
-            f"weights file {str(path)!r} holds a {type(loaded).__name__}, not a state dict "
-            f"(a mapping of parameter names to tensors)"
-        )
-    return loaded
 
 
 def _read_named(arch: str, weights: str) -> tuple[Mapping[str, Any], str, _Stats | None]:
@@ -294,48 +268,13 @@ def _read_named(arch: str, weights: str) -> tuple[Mapping[str, Any], str, _Stats
 
 def _load_state(net: nn.Module, state: Mapping[str, Any], arch: str, source: str) -> None:
     """Load ``state`` into ``net`` (classifier already removed), or list what does not fit."""
-    if state and all(key.startswith("module.") for key in state):
-        state = {key.removeprefix("module."): value for key, value in state.items()}
+    state = strip_prefix(state, "module.")  # saved from a DataParallel
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    not_tensors = [key for key, value in state.items() if not isinstance(value, Tensor)]
-    if not_tensors:
-        raise ComponentError(
-            f"{source} is not a state dict: {_listing(not_tensors)} are not tensors "
-            f"(a training checkpoint? save model.state_dict() itself)"
-        )
-    expected = net.state_dict()
-    # Checkpoints saved before PyTorch 0.4.1 (torchvision's own IMAGENET1K_V1 files among
-    # them) have no BatchNorm step counters; load_state_dict fills those in itself.
-    missing = [
-        key for key in expected if key not in state and not key.endswith(".num_batches_tracked")
-    ]
-    unexpected = [key for key in state if key not in expected]
-    reshaped = [
-        f"{key} {list(state[key].shape)} in the file, {list(expected[key].shape)} in {arch}"
-        for key in state
-        if key in expected and state[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or reshaped:
-        lines = [f"{source} doesn't fit {arch}{_looks_like(state, arch)}:"]
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("shape mismatch", reshaped),
-        ):
-            if keys:
-                # "; " because the shape entries hold commas of their own
-                lines.append(f"  {label} ({len(keys)}): {_listing(keys, sep='; ')}")
-        raise ComponentError("\n".join(lines))
-    net.load_state_dict(state)
-
-
-def _listing(keys: Sequence[str], sep: str = ", ") -> str:
-    shown = sep.join(keys[:_LISTED])
-    return shown if len(keys) <= _LISTED else f"{shown}, ... and {len(keys) - _LISTED} more"
+    load_checked(net, state, source=source, target=arch, hint=_looks_like(state, arch))
 
 
 def _looks_like(state: Mapping[str, Any], arch: str) -> str:
-    """`` (it looks like a resnet50 state dict)`` when the block counts say so."""
+    """``(it looks like a resnet50 state dict)`` when the block counts say so."""
     blocks: dict[int, set[str]] = {}
     for key in state:
         match = re.match(r"layer([1-4])\.(\d+)\.", key)
@@ -344,7 +283,7 @@ def _looks_like(state: Mapping[str, Any], arch: str) -> str:
     depths = tuple(len(blocks.get(stage, ())) for stage in range(1, 5))
     bottleneck = any(".conv3." in key for key in state)
     guess = _DEPTHS.get((depths, bottleneck))
-    return f" (it looks like a {guess} state dict)" if guess and guess != arch else ""
+    return f"(it looks like a {guess} state dict)" if guess and guess != arch else ""
 
 
 # -- factories, one per registered name ------------------------------------------------------
