@@ -17,8 +17,6 @@ from mmplug.plugins import load_plugins
 from mmplug.scaffold import new_plugin
 from mmplug.testing import Conformance
 
-from .conftest import ROOT
-
 CASES = {
     "encoder": ({"kind": "encoder"}, ["encoder.py"], ["encoder:{name}"]),
     "modality": ({"kind": "modality"}, ["modality.py", "encoder.py"], ["modality:{name}"]),
@@ -158,4 +156,3 @@ def test_cli_new_plugin_writes_the_package(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert again.returncode == 2 and "already exists" in again.stderr
-    assert ROOT.exists()
