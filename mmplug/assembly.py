@@ -81,6 +81,8 @@ class MultimodalModel(nn.Module):
         head: built with the fusion's output dim.
         modalities: modality key -> the :class:`Modality` that loads its raw values.
         resolved: the resolved config the model was built from, if any.
+        modality_dropout: in training mode, the probability of dropping each present
+            modality of a sample (see :func:`drop_modalities`).
     """
 
     def __init__(
@@ -90,8 +92,10 @@ class MultimodalModel(nn.Module):
         head: Head,
         modalities: Mapping[str, Modality],
         resolved: ResolvedModel | None = None,
+        modality_dropout: float = 0.0,
     ):
         super().__init__()
+        self.modality_dropout = modality_dropout
         self.encoders = nn.ModuleDict({key: encoders[key] for key in sorted(encoders)})
         self.fusion = fusion
         self.head = head
@@ -168,7 +172,9 @@ class MultimodalModel(nn.Module):
         return features
 
     def forward(self, batch: Batch) -> ModelOutput:
-        """Encode, fuse and apply the head."""
+        """Encode, fuse and apply the head (after modality dropout, in training mode)."""
+        if self.training and self.modality_dropout > 0:
+            batch = drop_modalities(batch, self.modality_dropout)
         features = self.encode(batch)
         fused = self.fusion(features, batch.present)
         expected = (batch.size, self.fusion.output_dim)
@@ -224,6 +230,33 @@ class MultimodalModel(nn.Module):
                 f"{what} has {', '.join(map(repr, unknown))}, which the model has no encoder for "
                 f"(its keys: {', '.join(self.encoders)})"
             )
+
+
+def drop_modalities(batch: Batch, probability: float) -> Batch:
+    """Make each present modality of each sample absent with ``probability``.
+
+    A sample keeps at least one of the modalities it has: when every one of them would be
+    dropped, one chosen at random stays. The encoders' inputs of dropped samples are removed,
+    so encoders run on fewer rows. Draws from torch's random generator on the batch's device.
+    """
+    keys = sorted(batch.present)
+    present = torch.stack([batch.present[key] for key in keys], dim=1)  # [B, K]
+    drop = (torch.rand(present.shape, device=present.device) < probability) & present
+    emptied = present.any(dim=1) & ~(present & ~drop).any(dim=1)
+    if bool(emptied.any()):
+        scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+        rows = emptied.nonzero().squeeze(1)
+        drop[rows, scores.argmax(dim=1)[rows]] = False
+    kept = present & ~drop
+    inputs: dict[str, dict[str, Tensor]] = {}
+    for column, key in enumerate(keys):
+        still = kept[:, column][batch.present[key]]  # over the encoder's rows
+        if bool(still.all()):
+            inputs[key] = batch.inputs[key]
+        else:
+            inputs[key] = {n: t[still] for n, t in batch.inputs[key].items()} if still.any() else {}
+    present_after = {key: kept[:, column] for column, key in enumerate(keys)}
+    return Batch(size=batch.size, inputs=inputs, present=present_after)
 
 
 def _check_encoder_output(key: str, encoder: Encoder, out: object, count: int) -> None:
@@ -359,4 +392,6 @@ def build_model(
     fusion = build_component(resolved.fusion, Fusion, input_dims=input_dims)
     head = build_component(resolved.head, Head, input_dim=_output_dim(resolved.fusion, fusion))
     _output_dim(resolved.head, head)
-    return MultimodalModel(encoders, fusion, head, modalities, resolved)
+    return MultimodalModel(
+        encoders, fusion, head, modalities, resolved, modality_dropout=resolved.modality_dropout
+    )

@@ -27,7 +27,12 @@ class _MLPParams(BaseModel):
 class ClassificationParams(_MLPParams):
     """Single-label classification."""
 
-    num_classes: int = Field(ge=2, description="Number of classes.")
+    num_classes: int | None = Field(
+        default=None,
+        ge=2,
+        description="Number of classes; null: as many as the training data has (mmplug "
+        "train fills it in).",
+    )
     label_smoothing: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Label smoothing of the cross-entropy."
     )
@@ -36,7 +41,12 @@ class ClassificationParams(_MLPParams):
 class MultilabelParams(_MLPParams):
     """Multi-label classification."""
 
-    num_labels: int = Field(ge=1, description="Number of independent labels.")
+    num_labels: int | None = Field(
+        default=None,
+        ge=1,
+        description="Number of independent labels; null: as many as the training data has "
+        "(mmplug train fills it in).",
+    )
 
 
 class RegressionParams(_MLPParams):

@@ -34,6 +34,7 @@ from pydantic import (
 
 from mmplug.errors import ConfigError, ConfigIssue, DuplicateComponentError, UnknownComponentError
 from mmplug.registry import ComponentSpec, Registry
+from mmplug.sections import DataConfig, TrainConfig
 
 ConfigSource = str | Path | Mapping[str, Any]
 
@@ -147,6 +148,13 @@ class ModelConfig(BaseModel):
     )
     fusion: ComponentConfig
     head: ComponentConfig
+    modality_dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="In training, drop each present modality of a sample with this "
+        "probability (never all of them).",
+    )
 
     @field_validator("encoders")
     @classmethod
@@ -157,11 +165,13 @@ class ModelConfig(BaseModel):
 
 
 class Config(BaseModel):
-    """A whole config file."""
+    """A whole config file: the model, and for training the data and how to train."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: ModelConfig
+    data: DataConfig | None = None
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -276,12 +286,28 @@ def load_config(source: ConfigSource | Config, overrides: Sequence[str] = ()) ->
             data = {"model": data}
     else:
         name = str(source)
-        data = read_config_file(source)
+        data = _anchored(read_config_file(source), Path(name).parent)
     data = apply_overrides(data, overrides, source=name)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_issues_from(exc), source=name) from None
+
+
+def _anchored(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Manifest paths written in a config file resolve against the file's folder.
+
+    Paths given as overrides on the command line are left relative to the working directory.
+    """
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return data
+    paths = {
+        split: str(folder / path)
+        for split in ("train", "val", "test")
+        if isinstance(path := section.get(split), str) and not Path(path).expanduser().is_absolute()
+    }
+    return {**data, "data": {**section, **paths}}
 
 
 def _issues_from(exc: ValidationError, prefix: str = "") -> list[ConfigIssue]:
@@ -343,6 +369,7 @@ class ResolvedModel:
     modalities: dict[str, ComponentSpec]
     fusion: ResolvedComponent
     head: ResolvedComponent
+    modality_dropout: float = 0.0
 
     def to_config(self) -> dict[str, Any]:
         """The fully resolved ``model`` section."""
@@ -350,7 +377,14 @@ class ResolvedModel:
             "encoders": {key: enc.to_config() for key, enc in self.encoders.items()},
             "fusion": self.fusion.to_config(),
             "head": self.head.to_config(),
+            "modality_dropout": self.modality_dropout,
         }
+
+    def distributions(self) -> dict[str, str]:
+        """Distribution -> version of every component used, modalities included."""
+        specs = [c.spec for c in (*self.encoders.values(), self.fusion, self.head)]
+        specs += self.modalities.values()
+        return {spec.distribution: spec.version for spec in sorted(specs, key=_by_distribution)}
 
 
 def resolve_component(
@@ -442,4 +476,14 @@ def resolve_model(
     if issues:
         raise ConfigError(issues, source=source)
     assert fusion is not None and head is not None  # no issues means both resolved
-    return ResolvedModel(encoders=encoders, modalities=modalities, fusion=fusion, head=head)
+    return ResolvedModel(
+        encoders=encoders,
+        modalities=modalities,
+        fusion=fusion,
+        head=head,
+        modality_dropout=model.modality_dropout,
+    )
+
+
+def _by_distribution(spec: ComponentSpec) -> str:
+    return spec.distribution

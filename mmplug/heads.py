@@ -9,6 +9,7 @@ import torchmetrics
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mmplug.errors import ConfigError
 from mmplug.interfaces import Head
 
 
@@ -20,6 +21,16 @@ def mlp(input_dim: int, hidden_dims: list[int], output_dim: int, dropout: float)
         layers += [nn.Dropout(dropout), nn.Linear(d_in, d_out), nn.GELU()]
     layers += [nn.Dropout(dropout), nn.Linear(dims[-1], output_dim)]
     return nn.Sequential(*layers)
+
+
+def _size(name: str, value: int | None) -> int:
+    """A head's output count, which training fills in from the data when the config has none."""
+    if value is None:
+        raise ConfigError(
+            f"{name} is not set: give it in the config, or let mmplug train take it from the "
+            "training data's labels"
+        )
+    return value
 
 
 class _MLPHead(Head):
@@ -42,11 +53,12 @@ class ClassificationHead(_MLPHead):
     def __init__(
         self,
         input_dim: int,
-        num_classes: int,
+        num_classes: int | None,
         hidden_dims: list[int] | None = None,
         dropout: float = 0.0,
         label_smoothing: float = 0.0,
     ):
+        num_classes = _size("num_classes", num_classes)
         super().__init__(input_dim, num_classes, hidden_dims or [], dropout)
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
@@ -75,10 +87,11 @@ class MultilabelHead(_MLPHead):
     def __init__(
         self,
         input_dim: int,
-        num_labels: int,
+        num_labels: int | None,
         hidden_dims: list[int] | None = None,
         dropout: float = 0.0,
     ):
+        num_labels = _size("num_labels", num_labels)
         super().__init__(input_dim, num_labels, hidden_dims or [], dropout)
         self.num_labels = num_labels
 

@@ -296,3 +296,63 @@ def test_sample_key_order_does_not_change_the_output(model: MultimodalModel) -> 
     forward = model(model.preprocess(samples({"word": "cat", "stats": [1, 2, 3]}))).logits
     backward = model(model.preprocess(samples({"stats": [1, 2, 3], "word": "cat"}))).logits
     torch.testing.assert_close(forward, backward)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    presence=st.lists(
+        st.tuples(st.booleans(), st.booleans(), st.booleans()), min_size=1, max_size=12
+    ),
+    probability=st.sampled_from([0.0, 0.3, 0.9]),
+    seed=st.integers(0, 2**16),
+)
+def test_modality_dropout_never_drops_everything_a_sample_has(
+    presence: list[tuple[bool, bool, bool]], probability: float, seed: int
+) -> None:
+    from mmplug.assembly import Batch, drop_modalities
+
+    keys = ("a", "b", "c")
+    present = {k: torch.tensor([row[i] for row in presence]) for i, k in enumerate(keys)}
+    # each encoder's inputs hold the present samples' batch indices, to check which remain
+    inputs = {
+        k: {"index": torch.nonzero(present[k]).squeeze(1).float()} if present[k].any() else {}
+        for k in keys
+    }
+    batch = Batch(size=len(presence), inputs=inputs, present=present)
+    torch.manual_seed(seed)
+    dropped = drop_modalities(batch, probability)
+
+    kept = torch.stack([dropped.present[k] for k in keys], dim=1)
+    before = torch.stack([present[k] for k in keys], dim=1)
+    assert not (kept & ~before).any()  # nothing absent becomes present
+    assert torch.equal(kept.any(dim=1), before.any(dim=1))  # a sample keeps one at least
+    if probability == 0.0:
+        assert torch.equal(kept, before)
+    for k in keys:
+        rows = dropped.inputs[k].get("index", torch.empty(0))
+        assert rows.tolist() == torch.nonzero(dropped.present[k]).squeeze(1).float().tolist()
+
+
+def test_modality_dropout_only_in_training(toy_host: PluginHost) -> None:
+    config = {
+        "encoders": {
+            "stats": {"name": "mlp", "input_size": 2, "dim": 4},
+            "word": {"name": "char-bag", "dim": 4},
+        },
+        "fusion": {"name": "mean", "dim": 4},
+        "head": {"name": "classification", "num_classes": 2},
+        "modality_dropout": 0.9,
+    }
+    model = build_model(config, registry=toy_host.registry)
+    assert model.modality_dropout == 0.9
+    rows = [{"stats": [float(i), 1.0], "word": "w" * (i + 1)} for i in range(16)]
+    samples = [model.load_sample(row) for row in rows]
+    batch = model.preprocess(samples)
+    model.eval()
+    torch.manual_seed(0)
+    first = model(batch).logits
+    torch.manual_seed(1)
+    assert torch.equal(first, model(batch).logits)  # nothing dropped in eval
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.equal(model(batch).logits, first)

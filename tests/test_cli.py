@@ -156,7 +156,8 @@ def test_info_shows_params(site: str) -> None:
     }
     [head] = json.loads(run("info", "mmplug:classification", "--json", site=site).stdout)
     num_classes = next(p for p in head["params"] if p["name"] == "num_classes")
-    assert num_classes["required"] is True and num_classes["default"] is None
+    assert num_classes["required"] is False and num_classes["default"] is None
+    assert "mmplug train fills it in" in num_classes["description"]
 
 
 def test_info_of_a_name_used_by_two_kinds_shows_both(site: str) -> None:
