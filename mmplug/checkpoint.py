@@ -16,15 +16,14 @@ while saving leaves the previous save intact.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from mmplug.assembly import MultimodalModel, build_model
 from mmplug.errors import ComponentError, ConfigError, MmplugError
+from mmplug.files import staged_dir
 from mmplug.registry import Registry
 from mmplug.weights import listing
 
@@ -33,12 +32,19 @@ WEIGHTS_FILE = "model.safetensors"
 FITTED_DIR = "fitted"
 
 
-def save_model(model: MultimodalModel, directory: str | Path) -> Path:
+def save_model(
+    model: MultimodalModel,
+    directory: str | Path,
+    *,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Save ``model`` into ``directory`` (replacing a previous save there).
 
     Args:
         model: a model built by :func:`mmplug.build_model` (it knows its resolved config).
         directory: the folder to write; its parent must exist or be creatable.
+        extra: writes more files into the folder before it is swapped in (the trainer's
+            optimizer state), so that they land together with the weights.
 
     Returns:
         The folder written.
@@ -50,10 +56,7 @@ def save_model(model: MultimodalModel, directory: str | Path) -> Path:
 
     if model.resolved is None:
         raise MmplugError("only a model built from a config (build_model) can be saved by name")
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_dir(directory) as staging:
         config = {"model": model.resolved.to_config()}
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         save_weights(model, str(staging / WEIGHTS_FILE))
@@ -66,23 +69,9 @@ def save_model(model: MultimodalModel, directory: str | Path) -> Path:
         fitted = staging / FITTED_DIR
         if not any(fitted.iterdir()):
             fitted.rmdir()
-        _swap_in(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Move ``staging`` to ``target``; an existing ``target`` is set aside until then."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    retired = target.with_name(f".{target.name}.old")
-    shutil.rmtree(retired, ignore_errors=True)
-    os.replace(target, retired)
-    os.replace(staging, target)
-    shutil.rmtree(retired, ignore_errors=True)
+        if extra is not None:
+            extra(staging)
+    return Path(directory)
 
 
 def load_model(directory: str | Path, *, registry: Registry | None = None) -> MultimodalModel:
