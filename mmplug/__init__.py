@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from mmplug.checkpoint import load_model, save_model
     from mmplug.config import Config, load_config
     from mmplug.interfaces import Encoder, EncoderOutput, Fusion, Head, Modality
+    from mmplug.predictor import Predictor, evaluate, load
+    from mmplug.training import train
 
 _LAZY = {
     "Modality": "mmplug.interfaces",
@@ -43,6 +45,10 @@ _LAZY = {
     "load_model": "mmplug.checkpoint",
     "Config": "mmplug.config",
     "load_config": "mmplug.config",
+    "Predictor": "mmplug.predictor",
+    "load": "mmplug.predictor",
+    "evaluate": "mmplug.predictor",
+    "train": "mmplug.training",
 }
 
 __all__ = [
@@ -63,13 +69,17 @@ __all__ = [
     "ModelOutput",
     "MultimodalModel",
     "PluginLoadError",
+    "Predictor",
     "UnknownComponentError",
     "__version__",
     "build_model",
+    "evaluate",
     "hookimpl",
+    "load",
     "load_config",
     "load_model",
     "save_model",
+    "train",
 ]
 
 

@@ -92,3 +92,7 @@ class ComponentError(MmplugError):
 
 class DataError(MmplugError, ValueError):
     """A raw value (a manifest cell, a file) that a modality can't load; names the value."""
+
+
+class MmplugWarning(UserWarning):
+    """Something works but may not do what the user expects (e.g. a plugin version changed)."""

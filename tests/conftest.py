@@ -18,6 +18,9 @@ from mmplug.plugins import PluginHost
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# Helper modules shared by test files (training_helpers); --import-mode=importlib doesn't
+# put the tests folder on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 _unique = itertools.count()
 
 

@@ -1,0 +1,134 @@
+"""Running a model over a loader: loss and the head's ``torchmetrics`` metrics.
+
+Used by the trainer (validation each epoch, the test split at the end) and by
+``mmplug evaluate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mmplug.assembly import MultimodalModel
+from mmplug.data import LoadedBatch, Skipped
+
+Precision = str
+
+
+@dataclass
+class Evaluation:
+    """The outcome of one pass over a labelled split.
+
+    Attributes:
+        loss: the head's loss, averaged over samples.
+        metrics: metric name -> value.
+        count: samples evaluated.
+        skipped: rows that could not be read (``on_error: skip``).
+        confusion: ``[C, C]`` counts (rows: true class, columns: predicted), for
+            classification when asked for.
+    """
+
+    loss: float
+    metrics: dict[str, float]
+    count: int
+    skipped: list[Skipped] = field(default_factory=list)
+    confusion: list[list[int]] | None = None
+
+    def flat(self, prefix: str) -> dict[str, float]:
+        """``{prefix_loss: ..., prefix_<metric>: ...}``."""
+        return {
+            f"{prefix}_loss": self.loss,
+            **{f"{prefix}_{k}": v for k, v in self.metrics.items()},
+        }
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision for ``bf16``/``fp16``; nothing for ``fp32``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def batches(
+    loader: Iterable[LoadedBatch], device: torch.device, skipped: list[Skipped]
+) -> Iterator[LoadedBatch]:
+    """The loader's batches moved to ``device``; skipped rows are appended to ``skipped``."""
+    for loaded in loader:
+        skipped.extend(loaded.skipped)
+        if loaded.batch is None:
+            continue
+        targets = loaded.targets.to(device) if loaded.targets is not None else None
+        yield LoadedBatch(loaded.batch.to(device), targets, loaded.indices, [])
+
+
+@torch.no_grad()
+def evaluate_loader(
+    model: MultimodalModel,
+    loader: Iterable[LoadedBatch],
+    device: torch.device,
+    *,
+    precision: Precision = "fp32",
+    confusion: bool = False,
+    progress: Callable[[], None] | None = None,
+) -> Evaluation:
+    """Loss and metrics of ``model`` over a labelled loader (model put in eval mode).
+
+    Args:
+        confusion: also count a confusion matrix (classification heads only).
+        progress: called after each batch.
+    """
+    import torchmetrics
+
+    head = model.head
+    was_training = model.training
+    model.eval()
+    metrics = {name: metric.to(device) for name, metric in head.metrics().items()}
+    matrix = None
+    if confusion and head.task == "classification":
+        matrix = torchmetrics.ConfusionMatrix(task="multiclass", num_classes=head.output_dim)
+        matrix = matrix.to(device)
+    total, count = 0.0, 0
+    skipped: list[Skipped] = []
+    for loaded in batches(loader, device, skipped):
+        assert loaded.batch is not None and loaded.targets is not None
+        with autocast(device, precision):
+            outputs = model(loaded.batch).logits
+        outputs = outputs.float()
+        targets = loaded.targets
+        total += float(head.loss(outputs, targets)) * len(loaded.indices)
+        count += len(loaded.indices)
+        predictions = head.predict(outputs)
+        metric_targets = (
+            targets.long() if head.task in ("classification", "multilabel") else targets
+        )
+        for metric in metrics.values():
+            metric.update(predictions, metric_targets)
+        if matrix is not None:
+            matrix.update(predictions, metric_targets)
+        if progress is not None:
+            progress()
+    model.train(was_training)
+    values = {}
+    with warnings.catch_warnings():
+        # e.g. AUROC when a class never occurs in the split: torchmetrics warns and says 0
+        warnings.simplefilter("ignore")
+        for name, metric in metrics.items():
+            values[name] = _scalar(metric.compute()) if count else float("nan")
+    return Evaluation(
+        loss=total / count if count else float("nan"),
+        metrics=values,
+        count=count,
+        skipped=skipped,
+        confusion=matrix.compute().long().tolist() if matrix is not None and count else None,
+    )
+
+
+def _scalar(value: Tensor) -> float:
+    return float(value.float().mean()) if value.numel() > 1 else float(value)
