@@ -4,7 +4,9 @@ Exit codes: 0 success; 2 a user error (unknown name, invalid config, bad argumen
 plugin in strict mode), printed as one message without a traceback. Anything else is a bug
 and keeps its traceback. ``MMPLUG_DEBUG=1`` shows tracebacks for user errors too.
 
-The commands here never import torch: they read the registry, not built models.
+The listing commands (``plugins``, ``list``, ``info``, ``validate``, ``new-plugin``) never
+import torch: they read the registry, not built models. ``train``, ``evaluate``, ``predict``
+and ``demo`` (in :mod:`mmplug.commands`) import it when they run.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import json
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mmplug import __version__
-from mmplug.errors import MmplugError, UnknownComponentError
+from mmplug import commands as commands_
+from mmplug.errors import MmplugError, MmplugWarning, UnknownComponentError
 from mmplug.plugins import env_flag
 from mmplug.registry import KINDS, ComponentSpec
 
@@ -32,7 +36,11 @@ USER_ERROR = 2
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not hasattr(args, "extra"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    warnings.showwarning = _show_warning
     try:
         result: int = args.run(args)
         return result
@@ -45,6 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `mmplug list | head`: the reader left; nothing more to say.
         sys.stderr.close()
         return 0
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: typing.TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Our own warnings as ``mmplug: warning: ...``; others as Python prints them."""
+    if issubclass(category, MmplugWarning):
+        print(f"mmplug: warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,7 +139,66 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("--out", metavar="DIR", help="where to write it (default: ./mmplug-NAME)")
     cmd.set_defaults(run=cmd_new_plugin)
+    _run_commands(commands)
     return parser
+
+
+def _run_commands(commands: Any) -> None:
+    """``train``, ``evaluate``, ``predict``, ``demo``."""
+    cmd = commands.add_parser(
+        "train",
+        help="train a model from a config; writes a run directory",
+        description="Train the model a config describes on its data section's manifests. "
+        "Writes a run directory: config.yaml, labels.json, metrics.jsonl, best/ and last/ "
+        "checkpoints, training.png.",
+    )
+    cmd.add_argument(
+        "args",
+        nargs="*",
+        metavar="[CONFIG] [KEY=VALUE ...]",
+        help="a YAML or JSON config, then dotted overrides (train.epochs=20); with --resume "
+        "the config may be left out",
+    )
+    cmd.add_argument("--out", metavar="DIR", help="the run directory (default: runs/<time>)")
+    cmd.add_argument("--resume", metavar="DIR", help="continue a run from its last/ checkpoint")
+    cmd.add_argument("--quiet", action="store_true", help="print only the run directory")
+    cmd.set_defaults(run=commands_.cmd_train)
+
+    cmd = commands.add_parser("evaluate", help="a trained run's metrics on a labelled manifest")
+    _run_dir_arguments(cmd)
+    cmd.add_argument("--data", required=True, metavar="MANIFEST", help="JSONL or CSV, labelled")
+    cmd.add_argument("--json", action="store_true", help="print JSON")
+    cmd.set_defaults(run=commands_.cmd_evaluate)
+
+    cmd = commands.add_parser(
+        "predict",
+        help="predict a manifest, or one sample given as --KEY VALUE",
+        description="Predict every row of a manifest (JSON lines: row, label, probabilities), "
+        "or one sample whose values are given per modality key: --text 'a dog barks' "
+        "--image dog.jpg. Modalities not given are absent.",
+    )
+    _run_dir_arguments(cmd)
+    cmd.add_argument("--data", metavar="MANIFEST", help="JSONL or CSV to predict")
+    cmd.add_argument("--out", metavar="FILE", help="write JSON lines here (default: stdout)")
+    cmd.set_defaults(run=commands_.cmd_predict, extra=[])
+
+    cmd = commands.add_parser(
+        "demo",
+        help="generate a text+image+audio dataset, train fused and unimodal models, compare",
+        description="Offline: write a synthetic dataset whose label needs all three "
+        "modalities, train a fused model and one model per modality, print test accuracy.",
+    )
+    cmd.add_argument("--out", default="runs/demo", metavar="DIR", help="default: runs/demo")
+    cmd.add_argument("--fusion", default="concat", help="the fusion to use (default: concat)")
+    cmd.add_argument("--epochs", type=int, help="epochs per model (default: the demo's)")
+    cmd.set_defaults(run=commands_.cmd_demo)
+
+
+def _run_dir_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by mmplug train")
+    cmd.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default: best")
+    cmd.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    cmd.add_argument("--batch-size", type=int, default=32, help="default: 32")
 
 
 # -- helpers ---------------------------------------------------------------------------------
