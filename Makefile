@@ -30,7 +30,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 demo: $(STAMP)
-	$(BIN)/python examples/forward_pass.py
+	$(BIN)/mmplug demo --out runs/demo
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cli_startup.py

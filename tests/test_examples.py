@@ -56,3 +56,22 @@ def test_multimodal_example_builds_and_runs_from_scratch() -> None:
     assert out.logits.shape == (3, 3) and torch.isfinite(out.logits).all()
     assert model.resolved is not None
     assert model.resolved.fusion.spec.distribution == "mmplug-fusion"
+
+
+def test_pretrained_example_is_valid_against_the_installed_plugins() -> None:
+    """examples/pretrained.yaml can't be built here (no network), but every name and
+    parameter resolves, and its manifest paths are relative to the file."""
+    from mmplug.config import load_config, resolve_model
+    from mmplug.plugins import default_registry
+
+    path = ROOT / "examples" / "pretrained.yaml"
+    config = load_config(path)
+    resolved = resolve_model(config, default_registry(), source=str(path))
+    assert resolved.encoders["text"].params.pretrained == "bert-base-uncased"  # type: ignore[attr-defined]
+    assert resolved.encoders["image"].spec.name == "resnet50"
+    assert resolved.fusion.spec.name == "gated"
+    assert (
+        config.data is not None and config.data.train == ROOT / "examples" / "data" / "train.jsonl"
+    )
+    overridden = load_config(path, ["data.train=my/train.jsonl"])
+    assert overridden.data is not None and str(overridden.data.train) == "my/train.jsonl"
