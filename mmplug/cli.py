@@ -190,15 +190,25 @@ def _run_commands(commands: Any) -> None:
     )
     cmd.add_argument("--out", default="runs/demo", metavar="DIR", help="default: runs/demo")
     cmd.add_argument("--fusion", default="concat", help="the fusion to use (default: concat)")
-    cmd.add_argument("--epochs", type=int, help="epochs per model (default: the demo's)")
+    cmd.add_argument("--epochs", type=_positive, help="epochs per model (default: the demo's)")
     cmd.set_defaults(run=commands_.cmd_demo)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _run_dir_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by mmplug train")
     cmd.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default: best")
     cmd.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    cmd.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    cmd.add_argument("--batch-size", type=_positive, default=32, help="default: 32")
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def print_confusion(matrix: list[list[int]], classes: Sequence[str]) -> None:
     print("confusion matrix (rows: true, columns: predicted):")
     print(f"  {'':>{width + 4}} " + " ".join(f"{i:>{cell}}" for i in range(len(names))))
     for index, (name, row) in enumerate(zip(names, matrix, strict=True)):
-        print(f"  {index:>2}  {name:>{width}} " + " ".join(f"{v:>{cell}}" for v in row))
+        print(f"  {index:>2}  {name:<{width}} " + " ".join(f"{v:>{cell}}" for v in row))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -60,6 +60,11 @@ class Manifest:
         text = f"{self.path} row {self.lines[index]}"
         return f"{text}, column {column!r}" if column else text
 
+    def require_rows(self) -> None:
+        """Raise a :class:`DataError` if the manifest has no data row."""
+        if not self.rows:
+            raise DataError(f"{self.path} has no rows")
+
     def require_column(self, column: str, what: str) -> None:
         """Raise a :class:`DataError` unless ``column`` exists; ``what`` says who wants it."""
         if column in self.columns:
@@ -96,7 +101,8 @@ def read_manifest(path: str | Path) -> Manifest:
 
 def _read_jsonl(path: Path) -> Manifest:
     rows, lines, columns = [], [], {}
-    with path.open(encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark (as some editors and Excel write) is not part of line 1
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -118,7 +124,7 @@ def _read_jsonl(path: Path) -> Manifest:
 
 def _read_csv(path: Path, delimiter: str) -> Manifest:
     rows, lines = [], []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter, restkey="\0extra")
         try:
             for row in reader:
@@ -148,14 +154,28 @@ class Example:
 
 @dataclass
 class Skipped:
-    """A row left out under ``on_error="skip"``, and why."""
+    """A row that could not be read, and why.
+
+    Loader workers return this instead of raising, so that the error reaches the main process
+    as its own message (a worker's exception arrives wrapped in the worker's traceback).
+    ``fatal`` rows (``on_error="raise"``) are raised there by :func:`raise_fatal`; the others
+    are left out, counted and listed.
+    """
 
     manifest: str
     row: int
     error: str
+    fatal: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"manifest": self.manifest, "row": self.row, "error": self.error}
+
+
+def raise_fatal(skipped: Sequence[Skipped]) -> None:
+    """Raise the first row error that ``on_error="raise"`` makes fatal."""
+    for row in skipped:
+        if row.fatal:
+            raise DataError(row.error)
 
 
 @dataclass
@@ -214,9 +234,8 @@ class ManifestDataset(Dataset[Example | Skipped]):
         try:
             return self.load(index)
         except DataError as exc:
-            if self.on_error != "skip":
-                raise
-            return Skipped(str(self.manifest.path), self.manifest.lines[index], str(exc))
+            fatal = self.on_error != "skip"
+            return Skipped(str(self.manifest.path), self.manifest.lines[index], str(exc), fatal)
 
     def load(self, index: int) -> Example:
         """Load row ``index``; a problem is a :class:`DataError` naming the row and column."""

@@ -7,6 +7,7 @@ Used by the trainer (validation each epoch, the test split at the end) and by
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,9 +17,7 @@ import torch
 from torch import Tensor
 
 from mmplug.assembly import MultimodalModel
-from mmplug.data import LoadedBatch, Skipped
-
-Precision = str
+from mmplug.data import LoadedBatch, Skipped, raise_fatal
 
 
 @dataclass
@@ -48,7 +47,7 @@ class Evaluation:
         }
 
 
-def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     """Mixed precision for ``bf16``/``fp16``; nothing for ``fp32``."""
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -59,8 +58,13 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
 def batches(
     loader: Iterable[LoadedBatch], device: torch.device, skipped: list[Skipped]
 ) -> Iterator[LoadedBatch]:
-    """The loader's batches moved to ``device``; skipped rows are appended to ``skipped``."""
+    """The loader's batches moved to ``device``; skipped rows are appended to ``skipped``.
+
+    Raises:
+        DataError: a row could not be read and ``on_error`` is ``raise``.
+    """
     for loaded in loader:
+        raise_fatal(loaded.skipped)
         skipped.extend(loaded.skipped)
         if loaded.batch is None:
             continue
@@ -74,7 +78,7 @@ def evaluate_loader(
     loader: Iterable[LoadedBatch],
     device: torch.device,
     *,
-    precision: Precision = "fp32",
+    precision: str = "fp32",
     confusion: bool = False,
     progress: Callable[[], None] | None = None,
 ) -> Evaluation:
@@ -115,12 +119,7 @@ def evaluate_loader(
         if progress is not None:
             progress()
     model.train(was_training)
-    values = {}
-    with warnings.catch_warnings():
-        # e.g. AUROC when a class never occurs in the split: torchmetrics warns and says 0
-        warnings.simplefilter("ignore")
-        for name, metric in metrics.items():
-            values[name] = _scalar(metric.compute()) if count else float("nan")
+    values = {name: _compute(metric) if count else math.nan for name, metric in metrics.items()}
     return Evaluation(
         loss=total / count if count else float("nan"),
         metrics=values,
@@ -130,5 +129,13 @@ def evaluate_loader(
     )
 
 
-def _scalar(value: Tensor) -> float:
+def _compute(metric: Any) -> float:
+    """A metric's value; NaN where the split can't define it (R2 of one sample)."""
+    with warnings.catch_warnings():
+        # e.g. AUROC when a class never occurs in the split: torchmetrics warns and says 0
+        warnings.simplefilter("ignore")
+        try:
+            value: Tensor = metric.compute()
+        except (ValueError, RuntimeError):
+            return math.nan
     return float(value.float().mean()) if value.numel() > 1 else float(value)

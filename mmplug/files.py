@@ -32,11 +32,17 @@ def staged_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; renamed onto ``path`` when the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*"):
+        if stale.is_file():  # left by a killed process
+            stale.unlink(missing_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(handle)
     staging = Path(name)
     try:
+        os.chmod(staging, 0o666 & ~_umask())  # mkstemp makes it private; keep the usual mode
         yield staging
+        with staging.open("rb") as written:
+            os.fsync(written.fileno())  # the data is on disk before the name points at it
         os.replace(staging, target)
     except BaseException:
         staging.unlink(missing_ok=True)
@@ -53,13 +59,23 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*"):
+        if stale.is_dir() and stale != _retired(target):  # left by a killed process
+            shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        os.chmod(staging, 0o777 & ~_umask())
         yield staging
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _retired(target: Path) -> Path:

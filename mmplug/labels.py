@@ -18,13 +18,13 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from mmplug.errors import DataError
 from mmplug.registry import natural_key
+
+if TYPE_CHECKING:  # torch is imported when a label is encoded: sections.py uses class_name
+    from torch import Tensor
 
 CLASS_TASKS = ("classification", "multilabel")
 
@@ -37,11 +37,14 @@ class Labels:
         task: the head's task.
         classes: class names in output order (classification and multilabel only).
         separator: joins a multilabel row's names in a CSV cell.
+        size: for other tasks, how many numbers a label has (the head's outputs); None
+            accepts any.
     """
 
     task: str
     classes: list[str] = field(default_factory=list)
     separator: str = "|"
+    size: int | None = None
 
     @property
     def index(self) -> dict[str, int]:
@@ -56,13 +59,22 @@ class Labels:
         *,
         classes: Sequence[str] | None = None,
         separator: str = "|",
+        size: int | None = None,
     ) -> Labels:
-        """The labels of ``task`` with the classes given, or else the sorted names in ``values``."""
+        """The labels of ``task`` with the classes given, or else the sorted names in ``values``.
+
+        Missing values (None, "") are passed over; :meth:`encode` reports them per row.
+
+        Raises:
+            DataError: a value is not a label of this task.
+        """
         if task not in CLASS_TASKS:
-            return cls(task, [], separator)
+            return cls(task, [], separator, size)
         if classes is None:
             names: set[str] = set()
             for value in values:
+                if value is None or value == "":
+                    continue
                 if task == "classification":
                     names.add(class_name(value))
                 else:
@@ -80,6 +92,8 @@ class Labels:
         Raises:
             DataError: the cell is not a label of this task (the caller names the row).
         """
+        import torch
+
         if value is None or value == "":
             raise DataError("the label is missing")
         if self.task == "classification":
@@ -89,7 +103,13 @@ class Labels:
             for name in label_names(value, self.separator):
                 target[self._lookup(name)] = 1.0
             return target
-        return torch.tensor(numbers(value, self.separator), dtype=torch.float32).squeeze(0)
+        values = numbers(value, self.separator)
+        if self.size is not None and len(values) != self.size:
+            raise DataError(
+                f"expected {self.size} number{'s' if self.size > 1 else ''} (the head's "
+                f"outputs), got {len(values)}: {value!r}"
+            )
+        return torch.tensor(values, dtype=torch.float32).squeeze(0)
 
     def _lookup(self, name: str) -> int:
         try:
@@ -129,13 +149,20 @@ class Labels:
             data["classes"] = self.classes
         if self.task == "multilabel":
             data["separator"] = self.separator
+        if self.size is not None:
+            data["size"] = self.size
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Labels:
         """Read what :meth:`to_json` wrote."""
         data = json.loads(text)
-        return cls(str(data["task"]), list(data.get("classes", [])), data.get("separator", "|"))
+        return cls(
+            str(data["task"]),
+            list(data.get("classes", [])),
+            data.get("separator", "|"),
+            data.get("size"),
+        )
 
 
 def class_name(value: Any) -> str:

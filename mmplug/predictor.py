@@ -16,12 +16,12 @@ import torch
 
 from mmplug.assembly import MultimodalModel
 from mmplug.checkpoint import load_model
-from mmplug.data import ManifestDataset, make_loader, read_manifest
+from mmplug.data import ManifestDataset, make_loader, raise_fatal, read_manifest
 from mmplug.errors import DataError, MmplugError
 from mmplug.evaluation import Evaluation, evaluate_loader
 from mmplug.labels import Labels
 from mmplug.registry import Registry
-from mmplug.rundir import BEST, RunDir
+from mmplug.rundir import BEST, LAST, RunDir
 from mmplug.sections import DataConfig
 from mmplug.training import check_columns, resolve_device
 
@@ -111,24 +111,27 @@ class Predictor:
         loader = make_loader(
             dataset, self.model, batch_size=batch_size, train=False, num_workers=num_workers
         )
-        with torch.no_grad():
-            for loaded in loader:
-                results: dict[int, dict[str, Any]] = {}
-                for skipped in loaded.skipped:
-                    results[skipped.row] = {"row": skipped.row, "error": skipped.error}
-                if loaded.batch is not None:
-                    outputs = self._describe(self.model(loaded.batch.to(self.device)).logits)
-                    for index, output in zip(loaded.indices, outputs, strict=True):
-                        line = manifest.lines[index]
-                        results[line] = {"row": line, **output}
-                yield from (results[line] for line in sorted(results))
+        for loaded in loader:
+            raise_fatal(loaded.skipped)
+            results: dict[int, dict[str, Any]] = {}
+            for skipped in loaded.skipped:
+                results[skipped.row] = {"row": skipped.row, "error": skipped.error}
+            if loaded.batch is not None:
+                with torch.no_grad():  # not around the yield: the caller's code runs there
+                    logits = self.model(loaded.batch.to(self.device)).logits
+                for index, output in zip(loaded.indices, self._describe(logits), strict=True):
+                    line = manifest.lines[index]
+                    results[line] = {"row": line, **output}
+            yield from (results[line] for line in sorted(results))
 
     def evaluate(
         self, path: str | Path, *, batch_size: int = 32, num_workers: int = 0
     ) -> Evaluation:
         """Loss, metrics and (for classification) the confusion matrix on a labelled manifest."""
         manifest = read_manifest(path)
-        columns = check_columns(self.data, self.keys, {"data": manifest})
+        manifest.require_rows()
+        manifest.require_column(self.data.label, "the label column, data.label")
+        columns, _ = check_columns(self.data, self.keys, {"data": manifest})
         dataset = ManifestDataset(
             manifest,
             columns,
@@ -166,13 +169,15 @@ def load(
         from mmplug.plugins import default_registry
 
         registry = default_registry()
+    if checkpoint not in (BEST, LAST):
+        raise MmplugError(f"checkpoint must be {BEST!r} or {LAST!r}, not {checkpoint!r}")
     run = RunDir.open(run_dir)
     run.check_plugins(registry)
     config = load_config(run.config_data())
     if config.data is None:
         raise MmplugError(f"{run.path / 'config.yaml'} has no data section")
     model = load_model(run.checkpoint(checkpoint), registry=registry)
-    return Predictor(model, run.labels(), config.data, resolve_device(device))
+    return Predictor(model, run.labels(), config.data, resolve_device(device, "device"))
 
 
 def evaluate(

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
+from mmplug.labels import class_name
+
 
 class DataConfig(BaseModel):
     """The ``data`` section: manifests, which column each modality key reads, the labels."""
@@ -54,10 +56,14 @@ class DataConfig(BaseModel):
     @field_validator("classes", mode="before")
     @classmethod
     def _names_as_text(cls, value: object) -> object:
-        # YAML reads `classes: [0, 1]` as ints; class names are compared as text.
-        if isinstance(value, list):
-            return [str(item) if isinstance(item, int | float) else item for item in value]
-        return value
+        # YAML reads `classes: [0, 1]` as ints; names are compared as label cells are read.
+        if not isinstance(value, list):
+            return value
+        if any(isinstance(item, bool) for item in value):
+            raise ValueError(
+                "YAML reads yes/no/true/false as booleans: quote class names ('yes', 'no')"
+            )
+        return [class_name(item) if isinstance(item, int | float) else item for item in value]
 
 
 class TrainConfig(BaseModel):

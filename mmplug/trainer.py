@@ -26,7 +26,7 @@ from torch import nn
 
 from mmplug.assembly import MultimodalModel
 from mmplug.checkpoint import WEIGHTS_FILE, save_model
-from mmplug.data import ManifestDataset, Skipped, make_loader
+from mmplug.data import ManifestDataset, Skipped, make_loader, raise_fatal
 from mmplug.errors import MmplugError
 from mmplug.evaluation import Evaluation, autocast, evaluate_loader
 from mmplug.optim import jsonable, load_optimizer, make_optimizer, save_optimizer, warmup_cosine
@@ -95,8 +95,8 @@ class Trainer:
         self.steps_per_epoch = per_epoch
         self.total_steps = settings.max_steps or per_epoch * settings.epochs
         self.epochs = math.ceil(self.total_steps / per_epoch)
-        schedule = warmup_cosine(self.total_steps, settings.warmup, settings.min_lr_ratio)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.schedule = warmup_cosine(self.total_steps, settings.warmup, settings.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self.scaler = torch.amp.grad_scaler.GradScaler(
             device.type, enabled=settings.precision == "fp16"
         )
@@ -123,15 +123,38 @@ class Trainer:
     def restore(self, folder: Path) -> None:
         """Continue from a ``last/`` checkpoint (the model's weights are already loaded)."""
         meta = json.loads((folder / TRAINER_STATE).read_text())
-        self.state = TrainerState(**meta["state"])
+        state = self.state = TrainerState(**meta["state"])
+        fresh = [(g["initial_lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
         load_optimizer(self.optimizer, folder, OPTIMIZER_STATE, meta["optimizer"])
         self.scheduler.load_state_dict(meta["scheduler"])
+        # The moments carry over; learning rates and decay follow the (maybe changed) settings.
+        for group, (lr, decay) in zip(self.optimizer.param_groups, fresh, strict=True):
+            group["initial_lr"], group["weight_decay"] = lr, decay
+        self.scheduler.base_lrs = [lr for lr, _ in fresh]
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = lr * self.schedule(state.step)
         if meta["scaler"]:
             self.scaler.load_state_dict(meta["scaler"])
-        self.history = [line for line in self.run.metrics() if line["epoch"] <= self.state.epoch]
-        for row in self.state.skipped:
+        patience = self.settings.patience
+        state.stopped_early = patience is not None and state.bad_epochs >= patience
+        self.history = [line for line in self.run.metrics() if line["epoch"] <= state.epoch]
+        for row in state.skipped:
             self._skipped[(row["manifest"], row["row"])] = Skipped(**row)
-        self.reporter.log(f"resuming {self.run.path} after epoch {self.state.epoch}")
+        self._repair_best()
+        self.reporter.log(f"resuming {self.run.path} after epoch {state.epoch}")
+
+    def _repair_best(self) -> None:
+        """``last/`` is saved before ``best/``: a run killed between the two has a ``last/``
+        whose weights are the best ones while ``best/`` is older. Save them as ``best/``."""
+        state = self.state
+        if state.best_epoch != state.epoch:
+            return
+        try:
+            saved = json.loads((self.run.checkpoint(BEST) / TRAINER_STATE).read_text())
+        except (MmplugError, FileNotFoundError):
+            saved = {}
+        if saved.get("state", {}).get("epoch") != state.epoch:
+            self._save(BEST, optimizer=False)
 
     def _save(self, name: str, *, optimizer: bool) -> None:
         self.state.skipped = [s.to_json() for s in self._skipped.values()]
@@ -192,14 +215,17 @@ class Trainer:
         value = float(line[self.monitor])
         state = self.state
         state.epoch = epoch
-        if self._better(value, state.best):
+        improved = self._better(value, state.best)
+        if improved:
             state.best, state.best_epoch, state.bad_epochs = value, epoch, 0
-            self._save(BEST, optimizer=False)
         else:
             state.bad_epochs += 1
         patience = self.settings.patience
         state.stopped_early = patience is not None and state.bad_epochs >= patience
+        # last/ first: resuming from it can always rebuild best/ (see _repair_best)
         self._save(LAST, optimizer=True)
+        if improved:
+            self._save(BEST, optimizer=False)
         shown = {k: v for k, v in line.items() if k not in ("epoch", "lr")}
         self.reporter.log(f"epoch {epoch}/{self.epochs}  {format_metrics(shown)}")
         if state.stopped_early:
@@ -220,13 +246,15 @@ class Trainer:
         loader = self._loader("train", epoch)
         batches = len(loader)
         accumulation = settings.grad_accumulation
-        total, count = 0.0, 0
+        total, count, passes = 0.0, 0, 0
         with self.reporter.bar(f"epoch {epoch}/{self.epochs}", batches) as advance:
             for index, loaded in enumerate(loader):
+                raise_fatal(loaded.skipped)
                 self._note_skipped(loaded.skipped)
                 group_start = index - index % accumulation
                 group_size = min(accumulation, batches - group_start)
                 if loaded.batch is not None and loaded.targets is not None:
+                    passes += 1
                     batch, targets = loaded.batch.to(device), loaded.targets.to(device)
                     with autocast(device, settings.precision):
                         logits = model(batch).logits
@@ -243,10 +271,17 @@ class Trainer:
                 else:
                     advance()
                 if (index + 1) % accumulation == 0 or index + 1 == batches:
-                    self._step(model)
+                    if passes:  # a group whose rows were all skipped has no gradients
+                        self._step(model)
+                    passes = 0
                     if self.state.step >= self.total_steps:
                         break
-        return total / count if count else math.nan
+        if not count:
+            raise MmplugError(
+                f"no row of {self.datasets['train'].manifest.path} could be read in epoch "
+                f"{epoch}; see the skipped rows above"
+            )
+        return total / count
 
     def _step(self, model: nn.Module) -> None:
         if self.settings.grad_clip is not None:
@@ -271,6 +306,8 @@ class Trainer:
                 progress=advance,
             )
         self._note_skipped(result.skipped)
+        if not result.count:
+            raise MmplugError(f"no row of {self.datasets[split].manifest.path} could be read")
         return result
 
     def _note_skipped(self, skipped: Sequence[Skipped]) -> None:

@@ -24,17 +24,16 @@ from mmplug.data import (
     Manifest,
     ManifestDataset,
     columns_for,
+    raise_fatal,
     read_manifest,
 )
-from mmplug.errors import ConfigError, ConfigIssue, MmplugError
+from mmplug.errors import ConfigError, ConfigIssue, DataError, MmplugError
+from mmplug.files import existing_dir
 from mmplug.interfaces import Encoder
 from mmplug.labels import CLASS_TASKS, Labels
 from mmplug.progress import Reporter
 from mmplug.registry import Registry
-from mmplug.rundir import (
-    LAST,
-    RunDir,
-)
+from mmplug.rundir import BEST, CONFIG, LAST, RunDir
 from mmplug.sections import DataConfig, TrainConfig
 from mmplug.trainer import Trainer, seed_everything
 
@@ -79,12 +78,15 @@ def train(
         run = RunDir.open(resume)
         run.check_plugins(registry)
         config = _resume_config(run, config, overrides, registry)
+        if existing_dir(run.path / LAST) is None:
+            reporter.log(f"{run.path} has no checkpoint yet: starting it from the beginning")
+            resume, out = None, run.path
+    elif config is None:
+        raise MmplugError("train needs a config (or a run directory to resume)")
     else:
-        if config is None:
-            raise MmplugError("train needs a config (or a run directory to resume)")
         config = load_config(config, overrides)
     data = _data_section(config)
-    manifests = {split: read_manifest(path) for split in SPLITS if (path := getattr(data, split))}
+    manifests = read_manifests(data)
     config = fill_head_size(config, registry, manifests["train"], data)
     settings = config.train
     device = resolve_device(settings.device)
@@ -94,12 +96,11 @@ def train(
         labels = run.labels()
     else:
         model = build_model(config, registry=registry)
-        train_labels = [row.get(data.label) for row in manifests["train"].rows]
-        labels = Labels.from_values(
-            model.head.task, train_labels, classes=data.classes, separator=data.label_separator
-        )
+        labels = infer_labels(model, manifests["train"], data)
     check_head_fits(labels, model)
-    columns = check_columns(data, model.keys, manifests)
+    columns, absent = check_columns(data, model.keys, manifests)
+    for manifest, column in absent:
+        reporter.log(f"note: {manifest.path} has no column {column!r}; absent in every row")
     monitor, mode = _monitor(settings, model, "val" in manifests)
     datasets = {
         split: ManifestDataset(
@@ -114,7 +115,7 @@ def train(
         for split, manifest in manifests.items()
     }
     if resume is None:
-        run = _new_run(out, config)
+        run = _new_run(out)
         _fit_encoders(model, datasets["train"], reporter)
         run.write_labels(labels)
     assert model.resolved is not None
@@ -148,28 +149,66 @@ def resolved_config(config: Config, model: MultimodalModel) -> dict[str, Any]:
     }
 
 
+def read_manifests(data: DataConfig) -> dict[str, Manifest]:
+    """Read every split's manifest; each must have rows and the label column."""
+    manifests = {split: read_manifest(path) for split in SPLITS if (path := getattr(data, split))}
+    for manifest in manifests.values():
+        manifest.require_rows()
+        manifest.require_column(data.label, "the label column, data.label")
+    return manifests
+
+
+def label_values(manifest: Manifest, data: DataConfig, task: str) -> list[Any]:
+    """A manifest's label cells that are labels of ``task``, missing ones passed over.
+
+    Raises:
+        DataError: a cell is not a label of ``task``, naming its row (with
+            ``on_error: skip`` the row is passed over; loading it will skip it again).
+    """
+    values = []
+    for index, row in enumerate(manifest.rows):
+        value = row.get(data.label)
+        try:
+            Labels.from_values(task, [value], separator=data.label_separator)
+        except DataError as exc:
+            if data.on_error == "skip":
+                continue
+            raise DataError(f"{manifest.where(index, data.label)}: {exc}") from exc
+        values.append(value)
+    return values
+
+
+def infer_labels(model: MultimodalModel, train: Manifest, data: DataConfig) -> Labels:
+    """The run's labels: the head's task, the classes given or found in ``train``."""
+    task = model.head.task
+    return Labels.from_values(
+        task,
+        label_values(train, data, task),
+        classes=data.classes,
+        separator=data.label_separator,
+        size=model.head.output_dim if task == "regression" else None,
+    )
+
+
 def fill_head_size(config: Config, registry: Registry, train: Manifest, data: DataConfig) -> Config:
     """Fill the head's ``num_classes`` (or ``num_labels``) from the data when left out.
 
-    A head whose params have such a field and whose config doesn't set it gets the number of
-    classes in ``data.classes``, or else in the training manifest's label column.
+    A head whose params have such a field and whose config leaves it out or null gets the
+    number of classes in ``data.classes``, or else in the training manifest's label column.
     """
     head = config.model.head
     try:
         spec = registry.get("head", head.name)
     except MmplugError:
         return config  # resolving the model reports it, with every other problem
-    for name, multilabel in zip(HEAD_SIZES, (False, True), strict=True):
+    for name, task in zip(HEAD_SIZES, CLASS_TASKS, strict=True):
         if name in spec.params.model_fields and head.params.get(name) is None:
-            train.require_column(data.label, "the label column, data.label")
             if data.classes is not None:
                 count = len(data.classes)
             else:
-                task = "multilabel" if multilabel else "classification"
-                values = [row.get(data.label) for row in train.rows if row.get(data.label)]
-                count = len(
-                    Labels.from_values(task, values, separator=data.label_separator).classes
-                )
+                values = label_values(train, data, task)
+                labels = Labels.from_values(task, values, separator=data.label_separator)
+                count = len(labels.classes)
             return load_config(config, [f"model.head.{name}={count}"])
     return config
 
@@ -193,12 +232,18 @@ def check_head_fits(labels: Labels, model: MultimodalModel) -> None:
 
 def check_columns(
     data: DataConfig, keys: Sequence[str], manifests: Mapping[str, Manifest]
-) -> dict[str, str]:
-    """Modality key -> column, after checking every column exists in every manifest.
+) -> tuple[dict[str, str], list[tuple[Manifest, str]]]:
+    """Modality key -> column, after checking the columns against the manifests.
+
+    The training manifest must have every column (a missing one is most likely a typo);
+    another split may lack one, which is then absent in all its rows.
+
+    Returns:
+        The columns, and the ``(manifest, column)`` pairs found missing outside training.
 
     Raises:
         ConfigError: ``data.columns`` names a key the model has no encoder for.
-        DataError: a manifest lacks a column (with close matches).
+        DataError: the training manifest lacks a column (with close matches).
     """
     unknown = sorted(set(data.columns) - set(keys))
     if unknown:
@@ -209,17 +254,20 @@ def check_columns(
             ]
         )
     columns = columns_for(keys, data.columns)
-    for manifest in manifests.values():
-        manifest.require_column(data.label, "the label column, data.label")
+    absent = []
+    for split, manifest in manifests.items():
         for key, column in columns.items():
-            manifest.require_column(column, f"read by model key {key!r}; see data.columns")
-    return columns
+            if split == "train":
+                manifest.require_column(column, f"read by model key {key!r}; see data.columns")
+            elif column not in manifest.columns:
+                absent.append((manifest, column))
+    return columns, absent
 
 
 def _monitor(settings: TrainConfig, model: MultimodalModel, has_val: bool) -> tuple[str, str]:
     monitor = settings.monitor
     if not has_val:
-        if monitor != "val_loss":
+        if monitor.startswith("val_") and monitor != "val_loss":
             issue = ConfigIssue("train.monitor", f"{monitor!r} needs a val manifest (data.val)")
             raise ConfigError([issue])
         monitor = "train_loss"
@@ -235,58 +283,72 @@ def _monitor(settings: TrainConfig, model: MultimodalModel, has_val: bool) -> tu
     return monitor, mode
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else must exist here."""
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else must be usable here.
+
+    Args:
+        setting: how the user gave ``name``, for the error (``--device``).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError([ConfigIssue("train.device", str(exc))]) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError([ConfigIssue("train.device", "CUDA is not available on this machine")])
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available on this machine")
+        torch.empty(0, device=device)  # an index or a backend this machine doesn't have
+    except (RuntimeError, AssertionError) as exc:
+        raise ConfigError([ConfigIssue(setting, f"can't use device {name!r}: {exc}")]) from None
     return device
 
 
-def _new_run(out: str | Path | None, config: Config) -> RunDir:
-    if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / stamp
-    path = Path(out)
+def _new_run(out: str | Path | None) -> RunDir:
+    """Create the run directory; one left by a start that failed before any checkpoint is
+    reused, anything else non-empty is refused."""
+    path = Path(out) if out is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     if path.exists() and any(path.iterdir()):
-        raise MmplugError(
-            f"{path} already exists and is not empty: choose another --out, or continue it "
-            f"with --resume {path}"
+        failed_start = (path / CONFIG).is_file() and not any(
+            existing_dir(path / name) for name in (BEST, LAST)
         )
+        if not failed_start:
+            raise MmplugError(
+                f"{path} already exists and is not empty: choose another --out, or continue it "
+                f"with --resume {path}"
+            )
     path.mkdir(parents=True, exist_ok=True)
     return RunDir(path)
+
+
+#: Train settings a resumed run can't change: its steps and its best checkpoint depend on them.
+FIXED_ON_RESUME = ("batch_size", "grad_accumulation", "monitor", "monitor_mode")
 
 
 def _resume_config(
     run: RunDir, given: ConfigSource | Config | None, overrides: Sequence[str], registry: Registry
 ) -> Config:
-    """The config a resumed run continues with: its own, or ``given`` if only ``train`` differs."""
+    """The config a resumed run continues with: its own, or ``given``, plus ``overrides``;
+    only ``train`` settings may differ from the run's, and not those in FIXED_ON_RESUME."""
     saved = load_config(run.config_data())
-    if given is None:
-        return load_config(saved, overrides)
-    config = load_config(given, overrides)
+    config = load_config(saved if given is None else given, overrides)
     saved_head, head = saved.model.head.params, config.model.head.params
     filled = [k for k in HEAD_SIZES if k in saved_head and head.get(k) is None]
     config = load_config(config, [f"model.head.{k}={saved_head[k]}" for k in filled])
-    differs = []
+    issues = []
     if resolve_model(config, registry).to_config() != resolve_model(saved, registry).to_config():
-        differs.append("model")
+        issues.append(ConfigIssue("model", "differs from the run's"))
     if resolved_paths(config.data) != resolved_paths(saved.data):
-        differs.append("data")
-    if differs:
+        issues.append(ConfigIssue("data", "differs from the run's"))
+    for key in FIXED_ON_RESUME:
+        if getattr(config.train, key) != getattr(saved.train, key):
+            issues.append(ConfigIssue(f"train.{key}", "differs from the run's"))
+    if issues:
         raise ConfigError(
             [
+                *issues,
                 ConfigIssue(
-                    section,
-                    f"differs from the {section} section of {run.path / 'config.yaml'}; a "
-                    "resumed run keeps its model and data (only train settings may change)",
-                )
-                for section in differs
+                    "",
+                    f"a resumed run keeps the model, data and {', '.join(FIXED_ON_RESUME)} of "
+                    f"{run.path / CONFIG}; start a new run to change them",
+                ),
             ]
         )
     return config
@@ -314,10 +376,8 @@ def _fit_encoders(model: MultimodalModel, dataset: ManifestDataset, reporter: Re
         require_all=dataset.require_all,
         on_error=dataset.on_error,
     )
-    samples = [
-        item.values
-        for item in map(subset.__getitem__, range(len(subset)))
-        if isinstance(item, Example)
-    ]
+    items = [subset[index] for index in range(len(subset))]
+    raise_fatal([item for item in items if not isinstance(item, Example)])
+    samples = [item.values for item in items if isinstance(item, Example)]
     reporter.log(f"fitting encoder(s) {', '.join(keys)} on {len(samples)} training rows")
     model.fit_encoders(samples)

@@ -42,6 +42,7 @@ def test_a_small_demo_writes_runs_report_and_table(
     sizes = {"train": 24, "val": 8, "test": 8}
     report = run_demo(out, epochs=1, sizes=sizes, reporter=Reporter())
     assert {p.name for p in out.iterdir()} == {
+        ".mmplug-demo",
         "data",
         "fused",
         "audio-only",

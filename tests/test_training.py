@@ -179,22 +179,59 @@ def test_resume_may_change_train_settings_but_not_the_model(
 ) -> None:
     config = toy_config(data)
     run = run_train(config, tmp_path / "run", toy_host)
-    mmplug.train(
-        config,
-        ["train.epochs=3"],
-        resume=run,
-        registry=toy_host.registry,
-        reporter=QUIET,
-    )
-    assert [line["epoch"] for line in metric_lines(run)] == [1, 2, 3]
-    with pytest.raises(ConfigError, match=r"^invalid config: model: differs from"):
-        mmplug.train(
-            config,
-            ["model.fusion.dim=8"],
-            resume=run,
-            registry=toy_host.registry,
-            reporter=QUIET,
+
+    def resume(*overrides: str, given: dict[str, Any] | None = None) -> Path:
+        return mmplug.train(
+            given, list(overrides), resume=run, registry=toy_host.registry, reporter=QUIET
         )
+
+    resume("train.epochs=3", "train.lr=0.5", given=config)
+    assert [line["epoch"] for line in metric_lines(run)] == [1, 2, 3]
+    groups = json.loads((run / "last" / "trainer.json").read_text())["optimizer"]["param_groups"]
+    assert {group["initial_lr"] for group in groups} == {0.5}  # the new peak, not the saved one
+
+    with pytest.raises(ConfigError, match=r"model: differs from the run's"):
+        resume("model.fusion.dim=8", given=config)
+    with pytest.raises(ConfigError, match=r"data: differs from the run's"):
+        resume(f"data.train={data['val']}")  # the run's own config, overridden
+    with pytest.raises(ConfigError, match=r"train\.batch_size: differs from the run's"):
+        resume("train.batch_size=4")
+
+
+def test_a_run_stopped_early_continues_when_patience_is_lifted(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost
+) -> None:
+    config = toy_config(data, epochs=6, patience=1, monitor_mode="max")
+    run = run_train(config, tmp_path / "run", toy_host)
+    assert json.loads((run / "results.json").read_text())["stopped_early"]
+    mmplug.train(
+        resume=run, overrides=["train.patience=null"], registry=toy_host.registry, reporter=QUIET
+    )
+    assert [line["epoch"] for line in metric_lines(run)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_start_that_failed_before_any_checkpoint_can_be_run_again(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmplug.trainer import Trainer
+
+    def crash(self: Trainer, epoch: int) -> None:
+        raise Crash
+
+    monkeypatch.setattr(Trainer, "_epoch", crash)
+    with pytest.raises(Crash):
+        run_train(toy_config(data), tmp_path / "run", toy_host)
+    monkeypatch.undo()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    run_train(toy_config(data), tmp_path / "run", toy_host)  # the same --out again
+    assert len(metric_lines(tmp_path / "run")) == 2
+
+    monkeypatch.setattr(Trainer, "_epoch", crash)
+    with pytest.raises(Crash):
+        run_train(toy_config(data), tmp_path / "other", toy_host)
+    monkeypatch.undo()
+    mmplug.train(resume=tmp_path / "other", registry=toy_host.registry, reporter=QUIET)
+    assert len(metric_lines(tmp_path / "other")) == 2
 
 
 def test_an_existing_run_directory_is_not_overwritten(
@@ -386,7 +423,9 @@ def test_unknown_monitor_and_device_are_config_errors(
     with pytest.raises(ConfigError, match=r"train\.monitor: unknown metric 'val_acc'"):
         run_train(toy_config(data, monitor="val_acc"), tmp_path / "a", toy_host)
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match=r"train\.device: CUDA is not available"):
+        with pytest.raises(
+            ConfigError, match=r"train\.device: can't use device 'cuda': CUDA is not avail"
+        ):
             run_train(toy_config(data, device="cuda"), tmp_path / "b", toy_host)
     with pytest.raises(ConfigError, match=r"^invalid config: train\.lr: Input should be greater"):
         run_train(toy_config(data, lr=0), tmp_path / "c", toy_host)
@@ -473,3 +512,121 @@ def test_progress_bars_and_log_lines(
     out = capsys.readouterr().out
     assert "epoch 1/2  step 6  train_loss" in out and "epoch 2/2" in out
     assert f"done: {run}" in out
+
+
+# -- edge cases ---------------------------------------------------------------------------
+
+
+def test_integer_labels_from_zero_and_missing_labels_with_skip(
+    tmp_path: Path, toy_host: PluginHost
+) -> None:
+    rows = toy_rows(24, 0)
+    for row in rows:
+        row["label"] = CLASSES.index(row["label"])  # 0, 1, 2
+    rows[3]["label"] = None
+    path = write_rows(tmp_path / "ints.jsonl", rows)
+    config = toy_config({"train": str(path), "on_error": "skip"}, epochs=1)
+    run = run_train(config, tmp_path / "run", toy_host)
+    assert RunDir.open(run).labels().classes == ["0", "1", "2"]
+    [skipped] = [json.loads(line) for line in (run / "skipped.jsonl").read_text().splitlines()]
+    assert skipped["row"] == 4 and "the label is missing" in skipped["error"]
+
+    config["data"]["on_error"] = "raise"
+    with pytest.raises(DataError, match=r"ints\.jsonl row 4, column 'label': the label is miss"):
+        run_train(config, tmp_path / "strict", toy_host)
+
+
+def test_fp16_survives_an_accumulation_group_that_was_all_skipped(
+    tmp_path: Path, toy_host: PluginHost
+) -> None:
+    rows = toy_rows(6, 0)
+    rows[2]["stats"] = "not numbers"
+    path = write_rows(tmp_path / "train.jsonl", rows)
+    config = toy_config({"train": str(path), "on_error": "skip"}, precision="fp16", batch_size=1)
+    run = run_train(config, tmp_path / "run", toy_host)
+    assert [line["step"] for line in metric_lines(run)] == [5, 10]  # 6 batches, 1 empty
+
+
+def test_empty_and_unreadable_splits_are_errors(tmp_path: Path, toy_host: PluginHost) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("stats,word,label\n")
+    with pytest.raises(DataError, match=r"empty\.csv has no rows"):
+        run_train(toy_config({"train": str(empty)}), tmp_path / "a", toy_host)
+
+    rows = toy_rows(4, 0)
+    for row in rows:
+        row["stats"] = "x"
+    path = write_rows(tmp_path / "bad.jsonl", rows)
+    config = toy_config({"train": str(path), "on_error": "skip"})
+    with pytest.raises(MmplugError, match=r"no row of .*bad\.jsonl could be read in epoch 1"):
+        run_train(config, tmp_path / "b", toy_host)
+
+
+def test_regression_targets_are_checked_and_r2_of_one_row_is_nan(
+    tmp_path: Path, toy_host: PluginHost
+) -> None:
+    rows = toy_rows(16, 0)
+    for row in rows:
+        row["value"] = [1.0, 2.0]
+    rows[5]["value"] = [1.0]
+    train = write_rows(tmp_path / "train.jsonl", rows)
+    config = toy_config({"train": str(train), "label": "value"}, epochs=1)
+    config["model"]["head"] = {"name": "regression", "num_targets": 2}
+    with pytest.raises(DataError, match=r"train\.jsonl row 6, column 'value': expected 2 num"):
+        run_train(config, tmp_path / "a", toy_host)
+
+    rows[5]["value"] = [0.5, 1.5]
+    write_rows(train, rows)
+    val = write_rows(tmp_path / "val.jsonl", rows[:1])
+    config["data"]["val"] = str(val)
+    run = run_train(config, tmp_path / "b", toy_host)
+    [line] = metric_lines(run)
+    assert line["val_r2"] != line["val_r2"] and line["val_mae"] >= 0  # NaN: one sample
+
+
+def test_row_errors_from_workers_are_the_rows_own_messages(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost
+) -> None:
+    rows = toy_rows(16, 0)
+    rows[6]["stats"] = "1,two,3,4"
+    data["train"] = str(write_rows(tmp_path / "bad.jsonl", rows))
+    data["num_workers"] = 1  # type: ignore[assignment]
+    with pytest.raises(DataError) as caught:
+        run_train(toy_config(data), tmp_path / "run", toy_host)
+    assert str(caught.value).startswith(f"{tmp_path / 'bad.jsonl'} row 7, column 'stats'")
+    assert "Traceback" not in str(caught.value)
+
+
+def test_manifests_with_a_byte_order_mark_and_val_without_a_column(
+    tmp_path: Path, toy_host: PluginHost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["stats,word,label"] + [
+        f'"{",".join(map(str, row["stats"]))}",{row["word"]},{row["label"]}'
+        for row in toy_rows(16, 0)
+    ]
+    train = tmp_path / "train.csv"
+    train.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    val = write_rows(tmp_path / "val.jsonl", [{"stats": [0, 0, 0, 1], "label": "ant"}] * 4)
+    config = toy_config({"train": str(train), "val": str(val)}, epochs=1)
+    run_train(config, tmp_path / "run", toy_host, reporter=Reporter())
+    assert "val.jsonl has no column 'word'; absent in every row" in capsys.readouterr().out
+
+
+def test_yaml_booleans_as_class_names_are_refused() -> None:
+    with pytest.raises(ConfigError, match="quote class names"):
+        mmplug.load_config(
+            {
+                "model": toy_config({})["model"],
+                "data": {"train": "t.jsonl", "classes": [True, False]},
+            }
+        )
+
+
+def test_run_files_are_readable_by_others(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost
+) -> None:
+    run = run_train(toy_config(data), tmp_path / "run", toy_host)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run / "config.yaml").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (run / "best").stat().st_mode & 0o777 == 0o777 & ~umask

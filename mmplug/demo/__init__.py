@@ -42,6 +42,8 @@ ENCODERS: dict[str, dict[str, Any]] = {
 }
 COLUMNS = {"text": "caption", "image": "image", "audio": "audio"}
 PLUGINS = "mmplug-text, mmplug-image, mmplug-audio and mmplug-fusion"
+#: Marks a folder the demo wrote, so that it replaces that folder and nothing else.
+MARKER = ".mmplug-demo"
 #: Samples per split.
 SIZES = {"train": 512, "val": 128, "test": 160}
 
@@ -133,12 +135,14 @@ def run_demo(
 
 
 def _clear(out: Path) -> None:
-    """Make room for a new demo: replace an earlier demo's folder, refuse anything else."""
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not (out / "data" / "train.jsonl").is_file():
-        raise MmplugError(f"{out} is not empty and not an earlier demo's folder; use --out")
-    shutil.rmtree(out)
+    """Make room for a new demo: replace an earlier demo's folder (it has the marker file the
+    demo writes first), refuse anything else."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise MmplugError(f"{out} is not empty and not an earlier demo's folder; use --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by mmplug demo, which replaces this folder when rerun\n")
 
 
 def _print_table(report: dict[str, Any], reporter: Reporter) -> None:
