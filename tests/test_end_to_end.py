@@ -154,3 +154,19 @@ def test_user_errors_exit_2_with_one_message(workdir: Path) -> None:
 
     result = mmplug_cli("evaluate", "nowhere", "--data", "data/test.jsonl", cwd=workdir)
     assert result.returncode == 2 and "not a run directory" in result.stderr
+
+
+def test_same_seed_same_metrics_with_the_real_encoders(workdir: Path) -> None:
+    """Training the CLI's config again in this process gives the same metrics, the fitted
+    WordPiece vocabulary included."""
+    from mmplug.progress import Reporter
+
+    again = mmplug.train(
+        workdir / "config.yaml", out=workdir / "again", reporter=Reporter(quiet=True)
+    )
+
+    def lines(run: Path) -> list[dict[str, Any]]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows[:2]]
+
+    assert lines(again) == lines(workdir / "run")

@@ -9,6 +9,7 @@ their ids are fixed whatever the training texts: ``[PAD]`` 0, ``[UNK]`` 1, ``[CL
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def preset_config(size: str, *, vocab_size: int, max_length: int) -> BertConfig:
 def train_wordpiece(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """Train a lowercasing WordPiece tokenizer of at most ``vocab_size`` tokens.
 
+    The same texts give the same vocabulary, ids included (see :func:`_alphabet` for how).
+
     Args:
         texts: the training texts.
         vocab_size: the most tokens the vocabulary may hold, special tokens included (fewer
@@ -63,21 +66,25 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int) -> Tokenizer:
         ValueError: the trained vocabulary came out larger than ``vocab_size`` (it would
             index past the embedding matrix).
     """
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
+    texts = list(texts)
+    tokenizer = _untrained(models.WordPiece(unk_token="[UNK]"))
     # Every character of the alphabet also gets a "##" twin, and the trainer keeps the whole
     # alphabet even past vocab_size: bounding the alphabet is what bounds the vocabulary
     # (characters left out become [UNK]). 1000 is the limit BERT's own recipe used.
     limit_alphabet = max(1, min(1000, (vocab_size - len(SPECIAL_TOKENS)) // 2))
+    alphabet, continuing = _alphabet(tokenizer, texts, limit_alphabet)
     trainer = WordPieceTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=[*SPECIAL_TOKENS, *(f"##{char}" for char in continuing)],
+        initial_alphabet=alphabet,
         limit_alphabet=limit_alphabet,
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
+    # The "##" twins were declared as special tokens only to fix their ids: rebuild the
+    # tokenizer from the vocabulary so that they are ordinary pieces.
+    tokenizer = _untrained(models.WordPiece(tokenizer.get_vocab(), unk_token="[UNK]"))
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
     size = tokenizer.get_vocab_size()
     if size > vocab_size:
         raise ValueError(f"the trained vocabulary has {size} tokens, more than {vocab_size}")
@@ -88,6 +95,37 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int) -> Tokenizer:
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
     return tokenizer
+
+
+def _untrained(model: models.WordPiece) -> Tokenizer:
+    """BERT's normalizer, pre-tokenizer and decoder around ``model``."""
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    return tokenizer
+
+
+def _alphabet(tokenizer: Tokenizer, texts: list[str], limit: int) -> tuple[list[str], list[str]]:
+    """The ``limit`` most frequent characters of the texts' words, and those of them that
+    occur inside a word (after its first character), each sorted.
+
+    ``tokenizers``' WordPiece trainer numbers each such character's ``##`` twin when it first
+    meets it while iterating a hash map, so the ids, and with them how count ties between
+    merges are broken, change from run to run (huggingface/tokenizers#1794). Declaring exactly
+    those twins up front, in this order, fixes them; the upstream fix (PR #2066) sorts them
+    the same way inside the trainer.
+    """
+    normalizer, pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
+    assert normalizer is not None and pre_tokenizer is not None
+    counts: Counter[str] = Counter()
+    inside: set[str] = set()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            counts.update(word)
+            inside.update(word[1:])
+    alphabet = sorted(sorted(counts, key=lambda char: (-counts[char], char))[:limit])
+    return alphabet, [char for char in alphabet if char in inside]
 
 
 def wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,20 @@ def test_a_trained_vocabulary_is_bounded_and_puts_special_tokens_first() -> None
     encoded = tokenizer.encode("The CAT")
     assert encoded.tokens[0] == "[CLS]" and encoded.tokens[-1] == "[SEP]"
     assert "the" in encoded.tokens  # lowercased
+
+
+def test_the_same_texts_train_the_same_vocabulary() -> None:
+    """tokenizers' trainer alone numbers "##" pieces in hash-map order, so vocabularies (and
+    the merges chosen on count ties) differed between runs; train_wordpiece fixes the ids."""
+    rng = random.Random(0)
+    words = "the quiet loud dog cat runs sits park kitchen round boxy humming serene".split()  # noqa: SIM905
+    texts = [" ".join(rng.choices(words, k=8)) for _ in range(300)]
+    vocabularies = [train_wordpiece(texts, vocab_size=size).get_vocab() for size in [120] * 6]
+    assert all(vocabulary == vocabularies[0] for vocabulary in vocabularies)
+    tokenizer = train_wordpiece(texts, vocab_size=120)
+    # the "##" pieces are ordinary vocabulary, not special tokens
+    assert set(tokenizer.get_added_tokens_decoder()) == {0, 1, 2, 3, 4}
+    assert tokenizer.encode("the dogs").tokens == ["[CLS]", "the", "dog", "##s", "[SEP]"]
 
 
 @pytest.fixture

@@ -1,0 +1,96 @@
+"""Two defaults of the training pipeline, each timed against its alternative in one run.
+
+On the demo's fused model (bert-tiny, resnet18 at 32 px, mel-cnn, concat; see docs/demo.md)
+and a small generated demo dataset:
+
+- the AdamW step with ``foreach=True`` vs one kernel per tensor (torch's CPU default, which
+  ``mmplug.optim`` keeps: on a 2-core CPU the two are within noise of each other);
+- one pass of loading and preprocessing the training split (the ``DataLoader`` with
+  ``Collate``, no model step) with ``data.num_workers`` 0 (the default) vs 2.
+
+Usage::
+
+    python benchmarks/training_step.py [--rows 256] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mmplug.assembly import build_model
+from mmplug.data import ManifestDataset, make_loader, read_manifest
+from mmplug.demo import KEYS, demo_config
+from mmplug.demo.dataset import CLASSES, generate
+from mmplug.labels import Labels
+from mmplug.sections import TrainConfig
+
+
+def timed(run: Callable[[], object], repeat: int) -> float:
+    run()  # warm up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=256, help="training rows generated")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    with tempfile.TemporaryDirectory() as folder:
+        data = generate(Path(folder), train=args.rows, val=0, test=0, image_size=32)
+        config = demo_config(KEYS, Path(folder), fusion="concat", epochs=1, seed=0)
+        config["model"]["head"]["num_classes"] = len(CLASSES)
+        model = build_model({"model": config["model"]})
+        manifest = read_manifest(data.train)
+        columns = config["data"]["columns"]
+        loaded = ManifestDataset(manifest, columns, model.modalities)
+        model.fit_encoders([loaded[i].values for i in range(len(loaded))])  # type: ignore[union-attr]
+
+        parameters = sum(p.numel() for p in model.parameters())
+        print(f"model: {parameters:,} parameters in {len(list(model.parameters()))} tensors")
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        settings = TrainConfig()
+        optimizers = {
+            foreach: torch.optim.AdamW(list(model.parameters()), lr=settings.lr, foreach=foreach)
+            for foreach in (True, False)
+        }
+        samples: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(args.repeat * 4):  # interleaved, so that load changes hit both alike
+            for foreach, optimizer in optimizers.items():
+                start = time.perf_counter()
+                optimizer.step()
+                samples[foreach].append(time.perf_counter() - start)
+        steps = {foreach: statistics.median(times[1:]) for foreach, times in samples.items()}
+        print(
+            f"AdamW step: foreach {steps[True] * 1e3:.1f} ms, per tensor "
+            f"{steps[False] * 1e3:.1f} ms ({steps[False] / steps[True]:.2f}x)"
+        )
+
+        labels = Labels.from_values("classification", [], classes=CLASSES)
+        dataset = ManifestDataset(manifest, columns, model.modalities, labels=labels)
+        passes = {}
+        for workers in (0, 2):
+            loader = make_loader(dataset, model, batch_size=32, train=True, num_workers=workers)
+            passes[workers] = timed(lambda loader=loader: list(loader), max(1, args.repeat // 2))
+        print(
+            f"loading + preprocessing {args.rows} rows: 0 workers {passes[0]:.2f} s, 2 workers "
+            f"{passes[2]:.2f} s ({passes[0] / passes[2]:.2f}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()
