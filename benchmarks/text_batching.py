@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import timed
 
 WORDS = "a the red blue small large dog cat car house runs sits near under over".split()  # noqa: SIM905
 
@@ -30,16 +28,6 @@ WORDS = "a the red blue small large dog cat car house runs sits near under over"
 def captions(count: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choices(WORDS, k=rng.randint(5, 15))) for _ in range(count)]
-
-
-def timed(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

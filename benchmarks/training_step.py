@@ -19,10 +19,10 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import timed
 
 from mmplug.assembly import build_model
 from mmplug.data import ManifestDataset, make_loader, read_manifest
@@ -30,16 +30,6 @@ from mmplug.demo import KEYS, demo_config
 from mmplug.demo.dataset import CLASSES, generate
 from mmplug.labels import Labels
 from mmplug.sections import TrainConfig
-
-
-def timed(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
