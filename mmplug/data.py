@@ -29,6 +29,7 @@ from mmplug.assembly import Batch, MultimodalModel
 from mmplug.errors import DataError
 from mmplug.interfaces import Modality
 from mmplug.labels import Labels
+from mmplug.sections import DataConfig
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
@@ -97,6 +98,14 @@ def read_manifest(path: str | Path) -> Manifest:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     known = ", ".join((*JSONL_SUFFIXES, *CSV_DELIMITERS))
     raise DataError(f"{path}: unknown manifest format {suffix!r} (use {known})")
+
+
+def read_labelled_manifest(path: str | Path, label: str) -> Manifest:
+    """Read a manifest that must have rows and the label column ``label``."""
+    manifest = read_manifest(path)
+    manifest.require_rows()
+    manifest.require_column(label, "the label column, data.label")
+    return manifest
 
 
 def _read_jsonl(path: Path) -> Manifest:
@@ -226,6 +235,26 @@ class ManifestDataset(Dataset[Example | Skipped]):
         self.label_column = label_column
         self.require_all = require_all
         self.on_error = on_error
+
+    @classmethod
+    def from_config(
+        cls,
+        manifest: Manifest,
+        columns: Mapping[str, str],
+        modalities: Mapping[str, Modality],
+        data: DataConfig,
+        labels: Labels | None = None,
+    ) -> ManifestDataset:
+        """A dataset reading labels and handling rows as a config's ``data`` section says."""
+        return cls(
+            manifest,
+            columns,
+            modalities,
+            labels=labels,
+            label_column=data.label,
+            require_all=data.require_all,
+            on_error=data.on_error,
+        )
 
     def __len__(self) -> int:
         return len(self.manifest.rows)

@@ -14,6 +14,7 @@ model was trained on.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -46,7 +47,7 @@ class Labels:
     separator: str = "|"
     size: int | None = None
 
-    @property
+    @functools.cached_property  # looked up for every row of every epoch
     def index(self) -> dict[str, int]:
         """Class name -> output index."""
         return {name: i for i, name in enumerate(self.classes)}

@@ -16,14 +16,21 @@ import torch
 
 from mmplug.assembly import MultimodalModel
 from mmplug.checkpoint import load_model
-from mmplug.data import ManifestDataset, make_loader, raise_fatal, read_manifest
+from mmplug.data import (
+    ManifestDataset,
+    columns_for,
+    make_loader,
+    raise_fatal,
+    read_labelled_manifest,
+    read_manifest,
+)
 from mmplug.errors import DataError, MmplugError
 from mmplug.evaluation import Evaluation, evaluate_loader
 from mmplug.labels import Labels
 from mmplug.registry import Registry
 from mmplug.rundir import BEST, LAST, RunDir
 from mmplug.sections import DataConfig
-from mmplug.training import check_columns, resolve_device
+from mmplug.training import resolve_device
 
 
 class Predictor:
@@ -95,19 +102,12 @@ class Predictor:
         entry, so that every row has an output line.
         """
         manifest = read_manifest(path)
-        columns = {
-            key: column for key, column in self._columns().items() if column in manifest.columns
-        }
+        wanted = columns_for(self.keys, self.data.columns)
+        columns = {key: column for key, column in wanted.items() if column in manifest.columns}
         if not columns:
-            wanted = ", ".join(self._columns().values())
-            raise DataError(f"{manifest.path}: none of the model's columns ({wanted}) is in it")
-        dataset = ManifestDataset(
-            manifest,
-            columns,
-            self.model.modalities,
-            require_all=self.data.require_all,
-            on_error=self.data.on_error,
-        )
+            listed = ", ".join(wanted.values())
+            raise DataError(f"{manifest.path}: none of the model's columns ({listed}) is in it")
+        dataset = ManifestDataset.from_config(manifest, columns, self.model.modalities, self.data)
         loader = make_loader(
             dataset, self.model, batch_size=batch_size, train=False, num_workers=num_workers
         )
@@ -128,26 +128,16 @@ class Predictor:
         self, path: str | Path, *, batch_size: int = 32, num_workers: int = 0
     ) -> Evaluation:
         """Loss, metrics and (for classification) the confusion matrix on a labelled manifest."""
-        manifest = read_manifest(path)
-        manifest.require_rows()
-        manifest.require_column(self.data.label, "the label column, data.label")
-        columns, _ = check_columns(self.data, self.keys, {"data": manifest})
-        dataset = ManifestDataset(
-            manifest,
-            columns,
-            self.model.modalities,
-            labels=self.labels,
-            label_column=self.data.label,
-            require_all=self.data.require_all,
-            on_error=self.data.on_error,
+        manifest = read_labelled_manifest(path, self.data.label)
+        # A column the manifest lacks is absent in every row, as in predict_manifest.
+        columns = columns_for(self.keys, self.data.columns)
+        dataset = ManifestDataset.from_config(
+            manifest, columns, self.model.modalities, self.data, self.labels
         )
         loader = make_loader(
             dataset, self.model, batch_size=batch_size, train=False, num_workers=num_workers
         )
         return evaluate_loader(self.model, loader, self.device, confusion=True)
-
-    def _columns(self) -> dict[str, str]:
-        return {key: self.data.columns.get(key, key) for key in self.keys}
 
 
 def load(

@@ -137,10 +137,6 @@ class RunDir:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def write_metrics(self, lines: list[dict[str, Any]]) -> None:
-        text = "".join(json.dumps(line) + "\n" for line in lines)
-        write_text(self.path / METRICS, text)
-
     def write_json(self, name: str, data: Any) -> None:
         write_text(self.path / name, json.dumps(data, indent=2) + "\n")
 

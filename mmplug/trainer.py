@@ -31,7 +31,17 @@ from mmplug.errors import MmplugError
 from mmplug.evaluation import Evaluation, autocast, evaluate_loader
 from mmplug.optim import jsonable, load_optimizer, make_optimizer, save_optimizer, warmup_cosine
 from mmplug.progress import Reporter, format_metrics, plot_history
-from mmplug.rundir import BEST, LAST, OPTIMIZER_STATE, PLOT, RESULTS, SKIPPED, TRAINER_STATE, RunDir
+from mmplug.rundir import (
+    BEST,
+    LAST,
+    METRICS,
+    OPTIMIZER_STATE,
+    PLOT,
+    RESULTS,
+    SKIPPED,
+    TRAINER_STATE,
+    RunDir,
+)
 from mmplug.sections import DataConfig, TrainConfig
 
 
@@ -91,7 +101,7 @@ class Trainer:
         self.state = TrainerState()
         self.history: list[dict[str, Any]] = []
         self.optimizer = make_optimizer(model, settings)
-        per_epoch = math.ceil(self._loader("train", 0).__len__() / settings.grad_accumulation)
+        per_epoch = math.ceil(len(self._loader("train", 0)) / settings.grad_accumulation)
         self.steps_per_epoch = per_epoch
         self.total_steps = settings.max_steps or per_epoch * settings.epochs
         self.epochs = math.ceil(self.total_steps / per_epoch)
@@ -211,7 +221,7 @@ class Trainer:
             line.update(self._evaluate("val", epoch).flat("val"))
         line["seconds"] = round(time.perf_counter() - started, 2)
         self.history.append(line)
-        self.run.write_metrics(self.history)
+        self.run.write_jsonl(METRICS, self.history)
         value = float(line[self.monitor])
         state = self.state
         state.epoch = epoch

@@ -25,7 +25,7 @@ from mmplug.data import (
     ManifestDataset,
     columns_for,
     raise_fatal,
-    read_manifest,
+    read_labelled_manifest,
 )
 from mmplug.errors import ConfigError, ConfigIssue, DataError, MmplugError
 from mmplug.files import existing_dir
@@ -103,15 +103,7 @@ def train(
         reporter.log(f"note: {manifest.path} has no column {column!r}; absent in every row")
     monitor, mode = _monitor(settings, model, "val" in manifests)
     datasets = {
-        split: ManifestDataset(
-            manifest,
-            columns,
-            model.modalities,
-            labels=labels,
-            label_column=data.label,
-            require_all=data.require_all,
-            on_error=data.on_error,
-        )
+        split: ManifestDataset.from_config(manifest, columns, model.modalities, data, labels)
         for split, manifest in manifests.items()
     }
     if resume is None:
@@ -151,11 +143,11 @@ def resolved_config(config: Config, model: MultimodalModel) -> dict[str, Any]:
 
 def read_manifests(data: DataConfig) -> dict[str, Manifest]:
     """Read every split's manifest; each must have rows and the label column."""
-    manifests = {split: read_manifest(path) for split in SPLITS if (path := getattr(data, split))}
-    for manifest in manifests.values():
-        manifest.require_rows()
-        manifest.require_column(data.label, "the label column, data.label")
-    return manifests
+    return {
+        split: read_labelled_manifest(path, data.label)
+        for split in SPLITS
+        if (path := getattr(data, split)) is not None
+    }
 
 
 def label_values(manifest: Manifest, data: DataConfig, task: str) -> list[Any]:
