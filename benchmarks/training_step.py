@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 from timing import timed
 
-from mmplug.assembly import build_model
 from mmplug.data import ManifestDataset, make_loader, read_manifest
 from mmplug.demo import KEYS, demo_config
 from mmplug.demo.dataset import CLASSES, generate
 from mmplug.labels import Labels
-from mmplug.sections import TrainConfig
+from mmplug.model.build import build_model
+from mmplug.model.sections import TrainConfig
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Build a model by name from examples/toy.yaml and run one forward pass.
 
 The components come from examples/toy_plugin.py, added to the installed plugins the same way
-an entry point would add them. Run with ``make demo`` or ``python examples/forward_pass.py``.
+an entry point would add them. Run with ``python examples/forward_pass.py``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-from mmplug.assembly import build_model
-from mmplug.plugins import load_plugins
+import mmplug
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,10 +27,10 @@ def load_toy_plugin() -> object:
 
 def main() -> int:
     torch.manual_seed(0)
-    host = load_plugins()
+    host = mmplug.load_plugins()
     host.add(load_toy_plugin(), name="toy", distribution="toy-plugin", version="example")
     config = HERE / "toy.yaml"
-    model = build_model(config, registry=host.registry)
+    model = mmplug.build_model(config, registry=host.registry)
     print(f"built from {config.relative_to(HERE.parent)}:")
     print(model.describe())
 
@@ -41,8 +40,9 @@ def main() -> int:
         {"stats": [0.0, 0.1, 0.2, 0.3]},
         {},
     ]
-    samples = [model.load_sample(row) for row in rows]
-    batch = model.preprocess(samples)
+    pipeline = mmplug.Pipeline.from_model(model)  # each key's loader and preprocessor
+    samples = [pipeline.load(row) for row in rows]
+    batch = pipeline.collate(samples)
     model.eval()
     with torch.no_grad():
         output = model(batch)

@@ -2,6 +2,6 @@
 
 import sys
 
-from mmplug.cli import main
+from mmplug.cli.main import main
 
 sys.exit(main())

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mmplug.kinds import PLURAL
+
 
 class MmplugError(Exception):
     """Base class of every error mmplug raises on purpose."""
@@ -63,8 +65,7 @@ class UnknownComponentError(MmplugError, KeyError):
         if self.suggestions:
             hint = "did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
         elif known:
-            plural = "modalities" if kind == "modality" else f"{kind}s"
-            hint = f"known {plural}: {', '.join(known)}"
+            hint = f"known {PLURAL.get(kind, kind + 's')}: {', '.join(known)}"
         else:
             hint = f"no {kind} is registered; is the plugin that provides it installed?"
         super().__init__(f"unknown {kind} {name!r}; {hint}")

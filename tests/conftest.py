@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 import mmplug
-from mmplug.plugins import PluginHost
+from mmplug.plugins.loading import PluginHost
 
 pytest_plugins = ["pytester"]
 
@@ -42,7 +42,7 @@ def toy_plugin() -> ModuleType:
 
 def make_toy_host(toy_plugin: ModuleType) -> PluginHost:
     """Core's components plus the example plugin, credited to distribution ``toy-plugin``."""
-    from mmplug.plugins import load_plugins
+    from mmplug.plugins.loading import load_plugins
 
     host = load_plugins(entry_points=False)
     host.add(toy_plugin, name="toy", distribution="toy-plugin", version="1.0")

@@ -1,4 +1,5 @@
-"""Config-by-name assembly and the model's handling of absent modalities."""
+"""Config-by-name assembly (``mmplug.model.build``) and the running model's handling of
+absent modalities (``mmplug.model.multimodal``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import mmplug
-from mmplug import ComponentError, DataError, Encoder, EncoderOutput
-from mmplug.assembly import MultimodalModel, build_model
-from mmplug.plugins import PluginHost
+from mmplug import ComponentError, Encoder, EncoderOutput, Pipeline
+from mmplug.model.build import build_model
+from mmplug.model.multimodal import MultimodalModel
+from mmplug.plugins.loading import PluginHost
 
 from .conftest import make_toy_host
 
@@ -33,6 +35,11 @@ CONFIG = {
 def model(toy_host: PluginHost) -> MultimodalModel:
     torch.manual_seed(0)
     return build_model(CONFIG, registry=toy_host.registry).eval()
+
+
+def run(model: MultimodalModel, rows: list[dict[str, Any]]) -> Any:
+    """The model's output for raw samples, through its pipeline."""
+    return model(Pipeline.from_model(model).collate(rows))
 
 
 def samples(*rows: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,7 +69,7 @@ def test_build_from_a_file_with_overrides(tmp_path, toy_host: PluginHost) -> Non
 
 
 def test_forward_shapes_and_present_masks(model: MultimodalModel) -> None:
-    batch = model.preprocess(
+    batch = Pipeline.from_model(model).collate(
         samples({"word": "cat", "stats": [1, 2, 3]}, {"word": "hippo"}, {"stats": [0, 0, 1]}, {})
     )
     assert batch.present["word"].tolist() == [True, True, False, False]
@@ -104,23 +111,22 @@ def test_encoders_never_see_absent_values(toy_host: PluginHost) -> None:
     toy_host.add(SpyPlugin(), name="spy")
     config = {"model": {**CONFIG["model"], "encoders": {"word": {"name": "spy"}}}}
     model = build_model(config, registry=toy_host.registry)
-    model(model.preprocess([{"word": "a"}, {"word": None}, {}, {"word": "ccc"}]))
+    run(model, [{"word": "a"}, {"word": None}, {}, {"word": "ccc"}])
     assert seen == [["a", "ccc"]]
     seen.clear()
-    model(model.preprocess([{}, {}]))  # nobody has it: the encoder is not called at all
+    run(model, [{}, {}])  # nobody has it: the encoder is not called at all
     assert seen == []
 
 
 def test_a_sample_does_not_depend_on_its_neighbours(model: MultimodalModel) -> None:
-    alone = model(model.preprocess(samples({"word": "cat"}))).logits
-    crowd = model(
-        model.preprocess(
-            samples(
-                {"stats": [5, 5, 5]},
-                {"word": "cat"},
-                {"word": "a much longer word", "stats": [1, 1, 1]},
-            )
-        )
+    alone = run(model, samples({"word": "cat"})).logits
+    crowd = run(
+        model,
+        samples(
+            {"stats": [5, 5, 5]},
+            {"word": "cat"},
+            {"word": "a much longer word", "stats": [1, 1, 1]},
+        ),
     ).logits
     torch.testing.assert_close(alone[0], crowd[1])
 
@@ -128,33 +134,39 @@ def test_a_sample_does_not_depend_on_its_neighbours(model: MultimodalModel) -> N
 @settings(max_examples=25, deadline=None)
 @given(
     word_present=st.booleans(),
-    other=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=3, max_size=3),
+    others=st.lists(
+        st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=3, max_size=3),
+        min_size=1,
+        max_size=4,
+    ),
 )
-def test_absent_modality_values_have_no_effect(
-    toy_plugin: Any, word_present: bool, other: list[float]
+def test_a_sample_lacking_a_modality_is_not_touched_by_its_neighbours_values(
+    toy_plugin: Any, word_present: bool, others: list[list[float]]
 ) -> None:
+    """The neighbours' values do reach the stats encoder; the sample that lacks stats gets a
+    zero row (and present False) there, and its output must not change."""
     host = make_toy_host(toy_plugin)  # hypothesis runs many examples per fixture
     torch.manual_seed(0)
     model = build_model(CONFIG, registry=host.registry).eval()
     row = {"word": "dog"} if word_present else {}
-    base = model(model.preprocess(samples(row))).logits
-    # Whatever an absent modality would have held, it is absent: same output.
-    batch = model.preprocess(samples({**row, "stats": other}))
-    batch.present["stats"][:] = False
-    torch.testing.assert_close(model(batch).logits, base)
+    alone = run(model, samples(row)).logits
+    crowd = run(model, samples(row, *({"stats": values} for values in others))).logits
+    torch.testing.assert_close(crowd[0], alone[0])
 
 
 def test_all_absent_batch_is_finite_and_dtype_follows_the_model(model: MultimodalModel) -> None:
     model = model.to(torch.float64)
-    output = model(model.preprocess([{}, {}, {}]))
+    output = run(model, [{}, {}, {}])
     assert output.logits.dtype == torch.float64
     assert torch.isfinite(output.logits).all()
 
 
 def test_gradients_reach_encoders_fusion_and_head(model: MultimodalModel) -> None:
     model.train()
-    batch = model.preprocess(samples({"word": "cat", "stats": [1, 2, 3]}, {"word": "dog"}))
-    loss = model.head.loss(model(batch).logits, torch.tensor([0, 3]))
+    loss = model.head.loss(
+        run(model, samples({"word": "cat", "stats": [1, 2, 3]}, {"word": "dog"})).logits,
+        torch.tensor([0, 3]),
+    )
     loss.backward()
     for name, param in model.named_parameters():
         if name != "fusion.nothing":  # used only when no modality is present
@@ -168,19 +180,6 @@ def test_fit_encoders_gets_present_raws_of_its_key(toy_host: PluginHost) -> None
         encoder.fit = lambda raws, key=key: fitted.setdefault(key, raws)  # type: ignore[method-assign]
     model.fit_encoders([{"word": "a"}, {"word": None, "stats": 1}, {}])
     assert fitted == {"word": ["a"], "stats": [1]}
-
-
-def test_load_sample_uses_each_keys_modality(model: MultimodalModel) -> None:
-    loaded = model.load_sample({"stats": "1,2,3", "word": "cat"})
-    assert loaded["stats"].tolist() == [1.0, 2.0, 3.0] and loaded["word"] == "cat"
-    assert model.load_sample({"stats": None}) == {}
-    with pytest.raises(DataError, match="numbers: can't read 'x,y'"):
-        model.load_sample({"stats": "x,y"})
-
-
-def test_unknown_sample_key_is_an_error(model: MultimodalModel) -> None:
-    with pytest.raises(DataError, match=r"sample 1 has 'txt', which the model has no encoder"):
-        model.preprocess([{"word": "a"}, {"txt": "b"}])
 
 
 def _host_with(toy_plugin: Any, factory: Any) -> PluginHost:
@@ -240,7 +239,7 @@ def test_encoder_with_wrong_output_shape_is_caught(toy_plugin: Any) -> None:
     config = {"model": {**CONFIG["model"], "encoders": {"word": {"name": "broken"}}}}
     model = build_model(config, registry=host.registry)
     with pytest.raises(ComponentError, match=r"pooled of shape \(1, 3\), expected \(1, 4\)"):
-        model(model.preprocess([{"word": "x"}]))
+        run(model, [{"word": "x"}])
 
 
 def test_missing_interface_attributes_are_component_errors(toy_plugin: Any) -> None:
@@ -274,28 +273,24 @@ def test_encoder_output_validates_shapes() -> None:
 
 
 def test_build_model_uses_installed_plugins_by_default(monkeypatch, toy_host: PluginHost) -> None:
-    import mmplug.plugins
+    import mmplug.plugins.loading
 
-    monkeypatch.setattr(mmplug.plugins, "default_registry", lambda: toy_host.registry)
+    monkeypatch.setattr(mmplug.plugins.loading, "default_registry", lambda: toy_host.registry)
     assert isinstance(mmplug.build_model(CONFIG), MultimodalModel)
 
 
-def test_config_key_order_does_not_change_the_model(toy_host: PluginHost) -> None:
-    encoders = CONFIG["model"]["encoders"]
-    reversed_config = {"model": {**CONFIG["model"], "encoders": dict(reversed(encoders.items()))}}
-    states = []
-    for config in (CONFIG, reversed_config):
-        torch.manual_seed(0)
-        states.append(build_model(config, registry=toy_host.registry).state_dict())
-    assert list(states[0]) == list(states[1])
-    for name in states[0]:
-        torch.testing.assert_close(states[0][name], states[1][name])
-
-
-def test_sample_key_order_does_not_change_the_output(model: MultimodalModel) -> None:
-    forward = model(model.preprocess(samples({"word": "cat", "stats": [1, 2, 3]}))).logits
-    backward = model(model.preprocess(samples({"stats": [1, 2, 3], "word": "cat"}))).logits
-    torch.testing.assert_close(forward, backward)
+def test_the_model_orders_its_parts_by_key_whatever_order_it_is_given(
+    model: MultimodalModel,
+) -> None:
+    """Built directly (no config, which sorts on its own), from encoders and modalities in
+    reverse order: the same parameters in the same order, the same outputs."""
+    encoders = dict(reversed(model.encoder_items()))
+    modalities = dict(reversed(model.modalities.items()))
+    again = MultimodalModel(encoders, model.fusion, model.head, modalities).eval()
+    assert list(again.state_dict()) == list(model.state_dict())
+    assert again.keys == ["stats", "word"] and list(again.modalities) == ["stats", "word"]
+    rows = samples({"word": "cat", "stats": [1, 2, 3]}, {"word": "a"}, {"stats": [0, 1, 0]})
+    torch.testing.assert_close(run(again, rows).logits, run(model, rows).logits)
 
 
 @settings(max_examples=60, deadline=None)
@@ -309,7 +304,7 @@ def test_sample_key_order_does_not_change_the_output(model: MultimodalModel) -> 
 def test_modality_dropout_never_drops_everything_a_sample_has(
     presence: list[tuple[bool, bool, bool]], probability: float, seed: int
 ) -> None:
-    from mmplug.assembly import Batch, drop_modalities
+    from mmplug.model.multimodal import Batch, drop_modalities
 
     keys = ("a", "b", "c")
     present = {k: torch.tensor([row[i] for row in presence]) for i, k in enumerate(keys)}
@@ -346,8 +341,8 @@ def test_modality_dropout_only_in_training(toy_host: PluginHost) -> None:
     model = build_model(config, registry=toy_host.registry)
     assert model.modality_dropout == 0.9
     rows = [{"stats": [float(i), 1.0], "word": "w" * (i + 1)} for i in range(16)]
-    samples = [model.load_sample(row) for row in rows]
-    batch = model.preprocess(samples)
+    pipeline = Pipeline.from_model(model)
+    batch = pipeline.collate([pipeline.load(row) for row in rows])
     model.eval()
     torch.manual_seed(0)
     first = model(batch).logits

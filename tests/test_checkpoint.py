@@ -11,9 +11,8 @@ import torch
 from torch import Tensor
 
 import mmplug
-from mmplug import ComponentError, ConfigError, Encoder, EncoderOutput, MmplugError
-from mmplug.checkpoint import load_model, save_model
-from mmplug.plugins import PluginHost, load_plugins
+from mmplug import ComponentError, ConfigError, Encoder, EncoderOutput, MmplugError, Pipeline
+from mmplug.plugins.loading import PluginHost, load_plugins
 
 from .conftest import Plugin
 
@@ -71,13 +70,14 @@ def test_round_trip_restores_weights_and_fitted_state(toy_plugin: Any, tmp_path:
     model.fit_encoders([{"word": "cat"}, {"word": "dog"}, {"word": "cat"}])
     samples = [{"word": "dog"}, {"word": "cat"}, {}]
 
-    saved = save_model(model, tmp_path / "model")
+    saved = mmplug.save_model(model, tmp_path / "model")
     assert (saved / "fitted" / "word" / "vocab.json").is_file()
-    loaded = load_model(saved, registry=registry).eval()
+    loaded = mmplug.load_model(saved, registry=registry).eval()
 
     assert loaded.encoders["word"].vocab == {"cat": 1, "dog": 2}
     torch.testing.assert_close(
-        loaded(loaded.preprocess(samples)).logits, model(model.preprocess(samples)).logits
+        loaded(Pipeline.from_model(loaded).collate(samples)).logits,
+        model(Pipeline.from_model(model).collate(samples)).logits,
     )
     assert loaded.resolved is not None
     assert loaded.resolved.to_config() == model.resolved.to_config()  # type: ignore[union-attr]
@@ -88,10 +88,10 @@ def test_resave_replaces_the_previous_save_and_leaves_no_staging(
 ) -> None:
     registry = _host(toy_plugin).registry
     model = mmplug.build_model(CONFIG, registry=registry)
-    save_model(model, tmp_path / "model")
+    mmplug.save_model(model, tmp_path / "model")
     assert not (tmp_path / "model" / "fitted").exists()  # nothing fitted, nothing written
     model.fit_encoders([{"word": "cat"}])
-    save_model(model, tmp_path / "model")
+    mmplug.save_model(model, tmp_path / "model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert (tmp_path / "model" / "fitted" / "word" / "vocab.json").is_file()
 
@@ -100,7 +100,7 @@ def test_failed_save_keeps_the_previous_one(toy_plugin: Any, tmp_path: Path) -> 
     registry = _host(toy_plugin).registry
     model = mmplug.build_model(CONFIG, registry=registry)
     model.fit_encoders([{"word": "cat"}])
-    save_model(model, tmp_path / "model")
+    mmplug.save_model(model, tmp_path / "model")
     before = (tmp_path / "model" / "model.safetensors").read_bytes()
 
     def broken(directory: Path) -> None:
@@ -108,33 +108,33 @@ def test_failed_save_keeps_the_previous_one(toy_plugin: Any, tmp_path: Path) -> 
 
     model.encoders["word"].save_fitted = broken  # type: ignore[method-assign]
     with pytest.raises(OSError, match="disk full"):
-        save_model(model, tmp_path / "model")
+        mmplug.save_model(model, tmp_path / "model")
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_load_needs_the_plugins_that_built_it(toy_plugin: Any, tmp_path: Path) -> None:
     model = mmplug.build_model(CONFIG, registry=_host(toy_plugin).registry)
-    save_model(model, tmp_path / "model")
+    mmplug.save_model(model, tmp_path / "model")
     with pytest.raises(ConfigError) as info:
-        load_model(tmp_path / "model", registry=load_plugins(entry_points=False).registry)
+        mmplug.load_model(tmp_path / "model", registry=load_plugins(entry_points=False).registry)
     assert "config.yaml" in str(info.value)
     assert "bag-plugin:vocab-bag" in str(info.value)
 
 
 def test_weights_that_do_not_fit_are_named(toy_plugin: Any, tmp_path: Path) -> None:
     registry = _host(toy_plugin).registry
-    save_model(mmplug.build_model(CONFIG, registry=registry), tmp_path / "model")
+    mmplug.save_model(mmplug.build_model(CONFIG, registry=registry), tmp_path / "model")
     config = tmp_path / "model" / "config.yaml"
     config.write_text(config.read_text().replace("dim: 3", "dim: 5"))
     with pytest.raises(ComponentError, match=r"model\.safetensors does not fit") as info:
-        load_model(tmp_path / "model", registry=registry)
+        mmplug.load_model(tmp_path / "model", registry=registry)
     assert "fusion.project.word.weight" in str(info.value)
 
 
 def test_not_a_saved_model(tmp_path: Path) -> None:
     with pytest.raises(MmplugError, match=r"config\.yaml is missing"):
-        load_model(tmp_path)
+        mmplug.load_model(tmp_path)
 
 
 def test_a_model_without_a_config_cannot_be_saved(toy_host: PluginHost, tmp_path: Path) -> None:
@@ -143,4 +143,4 @@ def test_a_model_without_a_config_cannot_be_saved(toy_host: PluginHost, tmp_path
     )
     model.resolved = None
     with pytest.raises(MmplugError, match="build_model"):
-        save_model(model, tmp_path / "model")
+        mmplug.save_model(model, tmp_path / "model")

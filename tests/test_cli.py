@@ -211,8 +211,8 @@ def test_validate_reports_every_error_and_exits_2(site: str, tmp_path: Path) -> 
 def test_info_params_with_computed_or_non_json_defaults() -> None:
     from pydantic import BaseModel, Field
 
-    from mmplug.cli import _params
-    from mmplug.registry import ComponentSpec
+    from mmplug.cli.params import param_rows
+    from mmplug.plugins.registry import ComponentSpec
 
     class Params(BaseModel):
         a: int = 1
@@ -220,7 +220,7 @@ def test_info_params_with_computed_or_non_json_defaults() -> None:
         scale: float = float("nan")
 
     spec = ComponentSpec("fusion", "f", "m:F", Params, "", None, "acme", "1", "acme:f")
-    rows = {row["name"]: row for row in _params(spec)}
+    rows = {row["name"]: row for row in param_rows(spec)}
     assert rows["b"]["default"] == "<computed from other params>"
     assert rows["scale"]["default"] == "nan"
     json.dumps(rows, allow_nan=False)
@@ -313,10 +313,10 @@ def test_param_types_read_as_a_user_writes_them() -> None:
 
     from pydantic import Field, PositiveInt
 
-    from mmplug.cli import _type_name
+    from mmplug.cli.params import type_name
 
-    assert _type_name(list[PositiveInt]) == "list[int]"
-    assert _type_name(Optional[Literal["base", "large"]]) == "'base' | 'large' | None"  # noqa: UP045
-    assert _type_name(Annotated[float, Field(ge=0)] | None) == "float | None"
-    assert _type_name(dict[str, int]) == "dict[str, int]"
-    assert _type_name(bool) == "bool"
+    assert type_name(list[PositiveInt]) == "list[int]"
+    assert type_name(Optional[Literal["base", "large"]]) == "'base' | 'large' | None"  # noqa: UP045
+    assert type_name(Annotated[float, Field(ge=0)] | None) == "float | None"
+    assert type_name(dict[str, int]) == "dict[str, int]"
+    assert type_name(bool) == "bool"

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mmplug.config import Config, apply_overrides, load_config, resolve_model
 from mmplug.errors import ConfigError
-from mmplug.plugins import PluginHost
+from mmplug.model.config import Config, apply_overrides, load_config
+from mmplug.model.resolve import resolve_model
+from mmplug.plugins.loading import PluginHost
 
 from .conftest import Plugin
 
@@ -129,15 +130,15 @@ def test_reserved_keys_cover_every_attribute_of_torchs_module_dict() -> None:
     import subprocess
     import sys
 
-    from mmplug.config import _KEY_PATTERN, _RESERVED_KEYS
+    from mmplug.model.keys import _KEY_PATTERN, RESERVED_KEYS
 
     # A fresh interpreter: other tests import transformers, which adds methods to nn.Module
     # (assembly checks the running torch as well, so those keys are refused too).
     listing = "import json, torch; print(json.dumps(dir(torch.nn.ModuleDict())))"
     names = json.loads(subprocess.check_output([sys.executable, "-c", listing], text=True))
     attributes = {n for n in names if _KEY_PATTERN.match(n)}
-    assert attributes <= _RESERVED_KEYS, sorted(attributes - _RESERVED_KEYS)
-    assert all(re.match(r"^[a-z]", n) for n in _RESERVED_KEYS)
+    assert attributes <= RESERVED_KEYS, sorted(attributes - RESERVED_KEYS)
+    assert all(re.match(r"^[a-z]", n) for n in RESERVED_KEYS)
 
 
 def test_every_invalid_key_is_reported_with_other_errors() -> None:
@@ -195,10 +196,10 @@ def test_encoder_prefers_its_own_distributions_modality(host: PluginHost) -> Non
     with pytest.raises(ConfigError) as info:  # fusion and head are unknown, the modality is fine
         resolve_model(config, host.registry)
     assert paths(info.value) == ["model.fusion.name", "model.head.name"]
-    import mmplug.config
+    from mmplug.model.resolve import modality_of
 
     spec = host.registry.get("encoder", "bert")
-    assert mmplug.config.modality_of(host.registry, spec).distribution == "mmplug-a"
+    assert modality_of(host.registry, spec).distribution == "mmplug-a"
 
 
 def test_overrides_set_nested_keys_with_yaml_values() -> None:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 import mmplug
-from mmplug.demo import demo_config
-from mmplug.demo.dataset import CLASSES, generate
+from mmplug_demo.dataset import CLASSES, generate
+from mmplug_demo.run import demo_config
 
 TINY_ENCODERS = {
     "text": {"name": "bert", "size": "bert-tiny", "vocab_size": 120, "max_length": 16},
@@ -159,7 +159,7 @@ def test_user_errors_exit_2_with_one_message(workdir: Path) -> None:
 def test_same_seed_same_metrics_with_the_real_encoders(workdir: Path) -> None:
     """Training the CLI's config again in this process gives the same metrics, the fitted
     WordPiece vocabulary included."""
-    from mmplug.progress import Reporter
+    from mmplug.training.progress import Reporter
 
     again = mmplug.train(
         workdir / "config.yaml", out=workdir / "again", reporter=Reporter(quiet=True)

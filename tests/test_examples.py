@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mmplug.assembly import build_model
-from mmplug.plugins import PluginHost
+import mmplug
+from mmplug.plugins.loading import PluginHost
 
 from .conftest import ROOT
 
@@ -27,7 +27,7 @@ def test_forward_pass_demo_runs_and_reports_what_it_built() -> None:
 
 
 def test_example_config_builds(toy_host: PluginHost) -> None:
-    model = build_model(ROOT / "examples" / "toy.yaml", registry=toy_host.registry)
+    model = mmplug.build_model(ROOT / "examples" / "toy.yaml", registry=toy_host.registry)
     assert model.keys == ["stats", "word"]
 
 
@@ -37,7 +37,7 @@ def test_multimodal_example_builds_and_runs_from_scratch() -> None:
     import torch
     from PIL import Image
 
-    model = build_model(ROOT / "examples" / "multimodal.yaml").eval()
+    model = mmplug.build_model(ROOT / "examples" / "multimodal.yaml").eval()
     assert model.keys == ["audio", "image", "text"]
     tone = np.sin(np.arange(8000) / 8.0).astype(np.float32)
     rows = [
@@ -49,10 +49,11 @@ def test_multimodal_example_builds_and_runs_from_scratch() -> None:
         {"text": "no picture, no sound"},
         {"image": Image.new("L", (32, 32))},
     ]
-    samples = [model.load_sample(row) for row in rows]
+    pipeline = mmplug.Pipeline.from_model(model)
+    samples = [pipeline.load(row) for row in rows]
     model.fit_encoders(samples)  # the from-scratch BERT learns its WordPiece vocabulary
     with torch.no_grad():
-        out = model(model.preprocess(samples))
+        out = model(pipeline.collate(samples))
     assert out.logits.shape == (3, 3) and torch.isfinite(out.logits).all()
     assert model.resolved is not None
     assert model.resolved.fusion.spec.distribution == "mmplug-fusion"
@@ -61,8 +62,9 @@ def test_multimodal_example_builds_and_runs_from_scratch() -> None:
 def test_pretrained_example_is_valid_against_the_installed_plugins() -> None:
     """examples/pretrained.yaml can't be built here (no network), but every name and
     parameter resolves, and its manifest paths are relative to the file."""
-    from mmplug.config import load_config, resolve_model
-    from mmplug.plugins import default_registry
+    from mmplug.model.config import load_config
+    from mmplug.model.resolve import resolve_model
+    from mmplug.plugins.loading import default_registry
 
     path = ROOT / "examples" / "pretrained.yaml"
     config = load_config(path)

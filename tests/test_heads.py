@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmplug.assembly import build_component
-from mmplug.config import ComponentConfig, resolve_component
-from mmplug.interfaces import Head
-from mmplug.plugins import load_plugins
+from mmplug.model.build import build_component
+from mmplug.model.config import ComponentConfig
+from mmplug.model.interfaces import Head
+from mmplug.model.resolve import resolve_component
+from mmplug.plugins.loading import load_plugins
 
 BATCH, INPUT = 6, 5
 

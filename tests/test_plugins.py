@@ -11,7 +11,7 @@ import pytest
 
 import mmplug
 from mmplug.errors import PluginLoadError
-from mmplug.plugins import PluginHost, discover, load_plugins
+from mmplug.plugins.loading import PluginHost, discover, load_plugins
 
 from .conftest import FakeDist, heads
 
@@ -59,7 +59,7 @@ def test_discovers_entry_points_of_installed_distributions(fake_dist: FakeDist) 
 def test_core_components_load_through_the_same_hooks(fake_dist: FakeDist) -> None:
     host = load_plugins(path=[fake_dist.site], environ={})
     [core] = [r for r in host.records if r.distribution == "mmplug"]
-    assert core.module == "mmplug.builtin" and core.version == mmplug.__version__
+    assert core.module == "mmplug.plugins.builtin" and core.version == mmplug.__version__
     assert core.components == ["head:classification", "head:multilabel", "head:regression"]
 
 
@@ -186,7 +186,7 @@ def test_distribution_found_twice_on_the_path_counts_once(fake_dist: FakeDist, t
 
 def test_loading_plugins_never_imports_torch() -> None:
     code = (
-        "import sys, mmplug; from mmplug.plugins import load_plugins; h = load_plugins();"
+        "import sys, mmplug; from mmplug.plugins.loading import load_plugins; h = load_plugins();"
         "assert h.registry.names('head'); print('torch' in sys.modules)"
     )
     result = subprocess.run(

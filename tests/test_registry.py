@@ -7,8 +7,8 @@ from pydantic import BaseModel
 
 import mmplug
 from mmplug.errors import DuplicateComponentError, UnknownComponentError
-from mmplug.plugins import PluginHost
-from mmplug.registry import NoParams, Registry
+from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.registry import NoParams, Registry
 
 from .conftest import Plugin
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mmplug import MmplugError
-from mmplug.plugins import load_plugins
+from mmplug.plugins.loading import load_plugins
 from mmplug.scaffold import new_plugin
 from mmplug.testing import Conformance
 
@@ -116,11 +116,11 @@ def test_installed_package_is_listed_and_its_tests_pass(tmp_path: Path) -> None:
 def test_bad_requests_are_refused_with_the_reason(tmp_path: Path) -> None:
     registry = load_plugins().registry
     with pytest.raises(MmplugError, match="invalid plugin name 'Bad Name'"):
-        new_plugin("Bad Name", out=tmp_path / "x")
+        new_plugin("Bad Name", out=tmp_path / "x", registry=registry)
     with pytest.raises(MmplugError, match="unknown kind 'widget'"):
-        new_plugin("ok", kind="widget", out=tmp_path / "x")
+        new_plugin("ok", kind="widget", out=tmp_path / "x", registry=registry)
     with pytest.raises(MmplugError, match="--modality is for encoders and modalities"):
-        new_plugin("ok", kind="fusion", modality="text", out=tmp_path / "x")
+        new_plugin("ok", kind="fusion", modality="text", out=tmp_path / "x", registry=registry)
     with pytest.raises(MmplugError, match="modality 'word' is registered by toy"):
         from .conftest import Plugin
 
@@ -128,7 +128,9 @@ def test_bad_requests_are_refused_with_the_reason(tmp_path: Path) -> None:
         host.add(Plugin(register_modalities=[(("word", "m:W"), {})]), name="toy")
         new_plugin("ok", modality="word", out=tmp_path / "x", registry=host.registry)
     # --modality names the modality a --kind modality package writes
-    named = new_plugin("sensors", kind="modality", modality="vib", out=tmp_path / "vib")
+    named = new_plugin(
+        "sensors", kind="modality", modality="vib", out=tmp_path / "vib", registry=registry
+    )
     assert 'register(\n        "vib",' in (named / "mmplug_sensors" / "__init__.py").read_text()
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mmplug import ComponentError
-from mmplug.weights import listing, load_checked, read_state_dict, strip_prefix
+from mmplug.model.weights import listing, load_checked, read_state_dict, strip_prefix
 
 
 def _net() -> nn.Module:

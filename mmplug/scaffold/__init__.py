@@ -25,10 +25,10 @@ from string import Template
 from typing import Any
 
 from mmplug.errors import MmplugError
-from mmplug.hookspecs import API_VERSION
-from mmplug.registry import NAME_PATTERN, Registry
+from mmplug.kinds import KINDS
+from mmplug.plugins.hookspecs import API_VERSION
+from mmplug.plugins.registry import NAME_PATTERN, Registry
 
-KINDS = ("encoder", "modality", "fusion", "head")
 #: Modalities the scaffold can write an encoder for without writing the modality too.
 KNOWN_MODALITIES = {"text": "mmplug-text"}
 
@@ -66,7 +66,7 @@ def new_plugin(
     kind: str = "encoder",
     modality: str | None = None,
     out: str | Path | None = None,
-    registry: Registry | None = None,
+    registry: Registry,
 ) -> Path:
     """Write the package ``mmplug-<name>``.
 
@@ -76,7 +76,7 @@ def new_plugin(
         kind: ``encoder``, ``modality``, ``fusion`` or ``head``.
         modality: for an encoder, the modality it consumes (default ``text``).
         out: the folder to create (default ``./mmplug-<name>``); it must not hold anything.
-        registry: where to look up whether ``modality`` exists (default: installed plugins).
+        registry: where to look up whether ``modality`` exists.
 
     Returns:
         The package folder.
@@ -133,7 +133,7 @@ def new_plugin(
     return target
 
 
-def _layout(name: str, kind: str, modality: str | None, registry: Registry | None) -> Layout:
+def _layout(name: str, kind: str, modality: str | None, registry: Registry) -> Layout:
     if kind == "fusion":
         return Layout(
             "fusion",
@@ -188,14 +188,10 @@ def _layout(name: str, kind: str, modality: str | None, registry: Registry | Non
     )
 
 
-def _check_new_modality(modality: str, registry: Registry | None) -> None:
+def _check_new_modality(modality: str, registry: Registry) -> None:
     """A modality the package would register must not be one that already exists."""
     if not NAME_PATTERN.match(modality):
         raise MmplugError(f"invalid modality name {modality!r}")
-    if registry is None:
-        from mmplug.plugins import default_registry
-
-        registry = default_registry()
     taken = registry.components("modality", modality)
     if taken:
         owner = taken[0].distribution

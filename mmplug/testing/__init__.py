@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import pytest
     from torch import Tensor
 
-    from mmplug.registry import ComponentSpec, Registry
+    from mmplug.plugins.registry import ComponentSpec, Registry
 
 # Imported on use, not here: pytest imports this package (for its plugin) in every session
 # wherever mmplug is installed, and the registry brings pydantic.
@@ -84,8 +84,8 @@ class Conformance:
         """The registry checked: the one given, or the installed plugins loaded afresh."""
         if self.registry is not None:
             return self.registry
-        from mmplug.plugins import load_plugins
-        from mmplug.registry import normalize_distribution
+        from mmplug.plugins.loading import load_plugins
+        from mmplug.plugins.registry import normalize_distribution
 
         host = load_plugins(extra=self.plugins)
         wanted = normalize_distribution(self.distribution or "")
@@ -96,7 +96,7 @@ class Conformance:
 
     def components(self) -> list[ComponentSpec]:
         """The components checked, in registry order (kind, then name)."""
-        from mmplug.registry import normalize_distribution
+        from mmplug.plugins.registry import normalize_distribution
 
         specs = self.host_registry.components()
         if self.distribution is None:

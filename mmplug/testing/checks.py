@@ -16,11 +16,11 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from mmplug.assembly import build_component
-from mmplug.config import ResolvedComponent, modality_of
 from mmplug.errors import DataError
-from mmplug.interfaces import Encoder, EncoderOutput, Fusion, Head, Modality
-from mmplug.registry import ComponentSpec
+from mmplug.model.build import build_component
+from mmplug.model.interfaces import Encoder, EncoderOutput, Fusion, Head, Modality
+from mmplug.model.resolve import ResolvedComponent, modality_of
+from mmplug.plugins.registry import ComponentSpec
 
 if TYPE_CHECKING:
     from mmplug.testing import Conformance

@@ -20,12 +20,12 @@ import pytest
 pytest.register_assert_rewrite("mmplug.testing.checks")
 
 if TYPE_CHECKING:
-    from mmplug.plugins import PluginHost
+    from mmplug.plugins.loading import PluginHost
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from mmplug import API_VERSION, __version__
-    from mmplug.plugins import discover
+    from mmplug.plugins.loading import discover
 
     dists = sorted({f"{p.distribution} {p.version}" for p in discover()})
     return [
@@ -36,6 +36,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.fixture
 def mmplug_host() -> PluginHost:
     """The installed plugins, loaded afresh for this test."""
-    from mmplug.plugins import load_plugins
+    from mmplug.plugins.loading import load_plugins
 
     return load_plugins()

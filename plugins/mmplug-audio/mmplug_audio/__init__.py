@@ -12,10 +12,9 @@ import difflib
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from mmplug.hookspecs import hookimpl
-from mmplug.registry import RegisterFn
+from mmplug import Params, RegisterFn, hookimpl
 
 if TYPE_CHECKING:
     from mmplug_audio.modality import Waveform
@@ -76,11 +75,8 @@ def is_bundle_name(weights: str) -> bool:
     return bool(_BUNDLE_NAME.match(weights))
 
 
-class MelCNNParams(BaseModel):
+class MelCNNParams(Params):
     """Log-mel spectrogram and a small 2-D CNN, trained from scratch."""
-
-    # defer_build: the validator is built on first use, so listing plugins stays fast
-    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     sample_rate: PositiveInt = Field(
         default=16000, description="Every clip is resampled to this rate (Hz)."
@@ -113,10 +109,7 @@ class MelCNNParams(BaseModel):
         return self
 
 
-class _SSLParams(BaseModel):
-    # defer_build: the validator is built on first use, so listing plugins stays fast
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
+class _SSLParams(Params):
     #: The encoder these params belong to and the bundles it accepts.
     ENCODER: ClassVar[str]
     BUNDLES: ClassVar[dict[str, str | None]]

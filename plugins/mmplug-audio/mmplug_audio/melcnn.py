@@ -35,14 +35,28 @@ from mmplug_audio._wave import (
 _LOG_FLOOR = 1e-6
 
 
-class _LogMel:
-    """Log-mel spectrogram of one clip.
+class LogMelPreprocessor:
+    """Clips -> padded log-mel spectrograms, each computed on its clip alone.
 
-    A plain object, not an ``nn.Module``: it runs in ``preprocess`` on the CPU, and as a
-    submodule ``model.to("cuda")`` would move its filter bank away from the CPU data.
+    Not part of the encoder module: it runs in data-loader workers on the CPU, which get it
+    without the CNN's weights, and as a submodule ``model.to("cuda")`` would move its filter
+    bank away from the CPU data.
+
+    Args:
+        sample_rate: rate clips are resampled to (Hz).
+        max_samples: crop length, in samples at ``sample_rate``.
+        n_fft: FFT size and window length.
+        hop_length: samples between frames.
+        n_mels: mel bands.
     """
 
-    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int) -> None:
+    def __init__(
+        self, sample_rate: int, max_samples: int, n_fft: int, hop_length: int, n_mels: int
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.max_samples = max_samples
+        # Reflect padding at the STFT's edges needs more than n_fft // 2 samples.
+        self.min_samples = n_fft // 2 + 1
         self.transform = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
             n_fft=n_fft,
@@ -53,7 +67,34 @@ class _LogMel:
             power=2.0,
         )
 
-    def __call__(self, clip: Tensor) -> Tensor:
+    def __call__(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+        """Clips -> padded log-mel spectrograms.
+
+        Args:
+            raws: ``n`` :class:`~mmplug_audio.modality.Waveform` (or ``(array, rate)`` pairs).
+            train: crop long clips at random instead of at the centre.
+
+        Returns:
+            ``mel`` ``[n, n_mels, T]`` (zero beyond each clip's frames) and ``frames`` ``[n]``
+            (long), each clip's number of valid frames.
+        """
+        mels = []
+        for index, raw in enumerate(raws):
+            clip = prepare_clip(
+                as_waveform(raw, index),
+                sample_rate=self.sample_rate,
+                max_samples=self.max_samples,
+                min_samples=self.min_samples,
+                train=train,
+            )
+            mels.append(self.log_mel(clip))
+        frames = torch.tensor([mel.shape[-1] for mel in mels], dtype=torch.long)
+        padded = torch.zeros(len(mels), mels[0].shape[0], int(frames.max()))
+        for row, mel in enumerate(mels):
+            padded[row, :, : mel.shape[-1]] = mel
+        return {"mel": padded, "frames": frames}
+
+    def log_mel(self, clip: Tensor) -> Tensor:
         """``clip`` ``[time]`` -> ``[n_mels, 1 + time // hop_length]``."""
         with torch.no_grad():
             mel: Tensor = self.transform(clip)
@@ -151,13 +192,11 @@ class MelCNNEncoder(Encoder):
         freeze: bool = False,
     ) -> None:
         super().__init__()
-        self.sample_rate = sample_rate
-        self.max_samples = seconds_to_samples(max_seconds, sample_rate)
-        # Reflect padding at the STFT's edges needs more than n_fft // 2 samples.
-        self.min_samples = n_fft // 2 + 1
         self.output_dim = output_dim
         self.freeze = freeze
-        self.log_mel = _LogMel(sample_rate, n_fft, hop_length, n_mels)
+        self._preprocessor = LogMelPreprocessor(
+            sample_rate, seconds_to_samples(max_seconds, sample_rate), n_fft, hop_length, n_mels
+        )
         blocks = []
         in_channels, bands = 1, n_mels
         for out_channels in channels:
@@ -166,39 +205,15 @@ class MelCNNEncoder(Encoder):
         self.blocks = nn.ModuleList(blocks)
         self.project = nn.Linear(in_channels * bands, output_dim)
         if freeze:
-            self.requires_grad_(False)
-            self.train(False)
-
-    def train(self, mode: bool = True) -> MelCNNEncoder:
-        """Set training mode; a frozen encoder stays in eval mode (no dropout)."""
-        return super().train(mode and not self.freeze)
+            self.freeze_modules()
 
     def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
-        """Clips -> padded log-mel spectrograms.
+        """Clips -> padded log-mel spectrograms (see :class:`LogMelPreprocessor`)."""
+        return self._preprocessor(raws, train=train)
 
-        Args:
-            raws: ``n`` :class:`~mmplug_audio.modality.Waveform` (or ``(array, rate)`` pairs).
-            train: crop long clips at random instead of at the centre.
-
-        Returns:
-            ``mel`` ``[n, n_mels, T]`` (zero beyond each clip's frames) and ``frames`` ``[n]``
-            (long), each clip's number of valid frames.
-        """
-        mels = []
-        for index, raw in enumerate(raws):
-            clip = prepare_clip(
-                as_waveform(raw, index),
-                sample_rate=self.sample_rate,
-                max_samples=self.max_samples,
-                min_samples=self.min_samples,
-                train=train,
-            )
-            mels.append(self.log_mel(clip))
-        frames = torch.tensor([mel.shape[-1] for mel in mels], dtype=torch.long)
-        padded = torch.zeros(len(mels), mels[0].shape[0], int(frames.max()))
-        for row, mel in enumerate(mels):
-            padded[row, :, : mel.shape[-1]] = mel
-        return {"mel": padded, "frames": frames}
+    def preprocessor(self) -> LogMelPreprocessor:
+        """The filter bank and crop settings, without the CNN's weights."""
+        return self._preprocessor
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         """Encode.

@@ -23,8 +23,14 @@ import torch
 import torchaudio  # type: ignore[import-untyped]
 from torch import Tensor, nn
 
-from mmplug import ComponentError, Encoder, EncoderOutput
-from mmplug.weights import load_checked, read_state_dict, strip_prefix
+from mmplug import (
+    ComponentError,
+    Encoder,
+    EncoderOutput,
+    load_checked,
+    read_state_dict,
+    strip_prefix,
+)
 from mmplug_audio import is_bundle_name
 from mmplug_audio._wave import (
     as_waveform,
@@ -50,6 +56,44 @@ BUILDERS: dict[str, dict[str, str]] = {
 
 # torchaudio normalizes waveforms with layer_norm's default epsilon.
 _NORM_EPS = 1e-5
+
+
+class WaveformPreprocessor:
+    """Clips -> a padded batch of 16 kHz mono waveforms.
+
+    Args:
+        max_samples: crop length at 16 kHz.
+        min_samples: the front end's receptive field; shorter clips are padded to it.
+    """
+
+    def __init__(self, max_samples: int, min_samples: int) -> None:
+        self.max_samples = max_samples
+        self.min_samples = min_samples
+
+    def __call__(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+        """Prepare clips.
+
+        Args:
+            raws: ``n`` :class:`~mmplug_audio.modality.Waveform` (or ``(array, rate)`` pairs).
+            train: crop long clips at random instead of at the centre.
+
+        Returns:
+            ``waveform`` ``[n, T]`` (zero beyond each clip) and ``lengths`` ``[n]`` (long).
+            Clips shorter than the front end's receptive field (400 samples, 25 ms) are
+            padded with zeros to it.
+        """
+        clips = [
+            prepare_clip(
+                as_waveform(raw, index),
+                sample_rate=SAMPLE_RATE,
+                max_samples=self.max_samples,
+                min_samples=self.min_samples,
+                train=train,
+            )
+            for index, raw in enumerate(raws)
+        ]
+        waveform, lengths = pad_clips(clips)
+        return {"waveform": waveform, "lengths": lengths}
 
 
 class SSLEncoder(Encoder):
@@ -133,15 +177,15 @@ class SSLEncoder(Encoder):
             transformer.layer_drop = layer_drop
         self.layer = layer
         self.output_dim = int(self._parts.encoder.feature_projection.projection.out_features)
-        self.max_samples = seconds_to_samples(max_seconds, SAMPLE_RATE)
         conv_layers = list(self._parts.feature_extractor.conv_layers)
-        self.min_samples = _receptive_field(conv_layers)
+        self._preprocessor = WaveformPreprocessor(
+            seconds_to_samples(max_seconds, SAMPLE_RATE), _receptive_field(conv_layers)
+        )
         self.clipwise_front_end = isinstance(conv_layers[0].layer_norm, nn.GroupNorm)
         self.freeze = freeze
         self.freeze_feature_extractor = freeze or freeze_feature_extractor
         if freeze:
-            self.requires_grad_(False)
-            self.train(False)
+            self.freeze_modules()
         elif freeze_feature_extractor:
             self._parts.feature_extractor.requires_grad_(False)
 
@@ -150,34 +194,13 @@ class SSLEncoder(Encoder):
         # torchaudio is untyped; this is the Wav2Vec2Model with .feature_extractor/.encoder.
         return self.model
 
-    def train(self, mode: bool = True) -> SSLEncoder:
-        """Set training mode; a frozen encoder stays in eval mode (no dropout, no layer drop)."""
-        return super().train(mode and not self.freeze)
-
     def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
-        """Clips -> a padded batch of 16 kHz mono waveforms.
+        """Clips -> a padded batch of 16 kHz mono waveforms (see :class:`WaveformPreprocessor`)."""
+        return self._preprocessor(raws, train=train)
 
-        Args:
-            raws: ``n`` :class:`~mmplug_audio.modality.Waveform` (or ``(array, rate)`` pairs).
-            train: crop long clips at random instead of at the centre.
-
-        Returns:
-            ``waveform`` ``[n, T]`` (zero beyond each clip) and ``lengths`` ``[n]`` (long).
-            Clips shorter than the front end's receptive field (400 samples, 25 ms) are
-            padded with zeros to it.
-        """
-        clips = [
-            prepare_clip(
-                as_waveform(raw, index),
-                sample_rate=SAMPLE_RATE,
-                max_samples=self.max_samples,
-                min_samples=self.min_samples,
-                train=train,
-            )
-            for index, raw in enumerate(raws)
-        ]
-        waveform, lengths = pad_clips(clips)
-        return {"waveform": waveform, "lengths": lengths}
+    def preprocessor(self) -> WaveformPreprocessor:
+        """The crop settings, without the model's weights."""
+        return self._preprocessor
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         """Encode.

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 import mmplug
 import mmplug_audio
 from mmplug import EncoderOutput, Fusion, Head
-from mmplug.plugins import PluginHost, load_plugins
+from mmplug.plugins.loading import PluginHost, load_plugins
 
 TONE_HZ = 440.0
 

@@ -14,7 +14,7 @@ import torch
 
 import mmplug_audio
 from mmplug import DataError
-from mmplug.plugins import load_plugins
+from mmplug.plugins.loading import load_plugins
 from mmplug_audio.modality import AudioModality, Waveform
 
 SAMPLE_RATES = [8000, 22050, 44100]

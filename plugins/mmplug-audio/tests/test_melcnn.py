@@ -132,7 +132,8 @@ def test_a_model_built_from_a_config_trains_on_files(model_host, write_tone) -> 
     }
     model = mmplug.build_model(config, registry=model_host.registry)
     rows = [{"sound": "a.ogg"}, {"sound": "b.wav"}, {"sound": None}]
-    batch = model.preprocess([model.load_sample(r, root=folder) for r in rows], train=True)
+    pipeline = mmplug.Pipeline.from_model(model)
+    batch = pipeline.collate([pipeline.load(r, root=folder) for r in rows], train=True)
     assert batch.present["sound"].tolist() == [True, True, False]
 
     out = model(batch)

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
-from mmplug.hookspecs import hookimpl
-from mmplug.registry import RegisterFn
+from mmplug import Params, RegisterFn, hookimpl
 
 __version__ = "0.1.0"
 MMPLUG_API_VERSION = 1  # the mmplug plugin API this package is written for
@@ -28,12 +27,7 @@ MMPLUG_API_VERSION = 1  # the mmplug plugin API this package is written for
 Activation = Literal["relu", "gelu", "tanh", "silu", "identity"]
 
 
-class _Params(BaseModel):
-    # defer_build: the validator is built on first use, so listing plugins stays fast
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-
-class ConcatParams(_Params):
+class ConcatParams(Params):
     """Concatenation of pooled features, then an optional MLP and/or a projection."""
 
     dim: int | None = Field(
@@ -52,33 +46,33 @@ class ConcatParams(_Params):
     )
 
 
-class SumParams(_Params):
+class SumParams(Params):
     """act(sum over present m of W_m x_m + b)."""
 
     dim: int = Field(default=256, ge=1, description="Size every modality is projected to.")
     activation: Activation = Field(default="relu", description="Activation of the sum.")
 
 
-class AttentionParams(_Params):
+class AttentionParams(Params):
     """Softmax-weighted sum of per-modality projections."""
 
     dim: int = Field(default=256, ge=1, description="Size every modality is projected to.")
 
 
-class GatedParams(_Params):
+class GatedParams(Params):
     """Gated Multimodal Unit for M modalities."""
 
     dim: int = Field(default=256, ge=1, description="Size of each modality's hidden vector h_m.")
 
 
-class LMFParams(_Params):
+class LMFParams(Params):
     """Low-rank Multimodal Fusion."""
 
     dim: int = Field(default=256, ge=1, description="Output size.")
     rank: int = Field(default=4, ge=1, description="Rank of the low-rank weight tensor.")
 
 
-class TensorParams(_Params):
+class TensorParams(Params):
     """Tensor Fusion: outer product of [1; h_m] over modalities."""
 
     project_dim: int | None = Field(
@@ -99,7 +93,7 @@ class TensorParams(_Params):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the outer product.")
 
 
-class FiLMParams(_Params):
+class FiLMParams(Params):
     """FiLM: one modality modulated by the others."""
 
     target: str | None = Field(
@@ -121,7 +115,7 @@ class FiLMParams(_Params):
     )
 
 
-class _AttentionStackParams(_Params):
+class _AttentionStackParams(Params):
     dim: int = Field(default=256, ge=1, description="Model size of the attention layers.")
     layers: int = Field(default=2, ge=1, description="Number of layers.")
     heads: int = Field(default=4, ge=1, description="Attention heads; must divide `dim`.")

@@ -15,8 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmplug.errors import ComponentError
-from mmplug.interfaces import EncoderOutput, Fusion
+from mmplug import ComponentError, EncoderOutput, Fusion
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -12,8 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmplug.errors import ComponentError
-from mmplug.interfaces import EncoderOutput
+from mmplug import ComponentError, EncoderOutput
 from mmplug_fusion._common import BaseFusion, make_activation
 
 

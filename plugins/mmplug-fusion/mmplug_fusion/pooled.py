@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmplug.interfaces import EncoderOutput
+from mmplug import EncoderOutput
 from mmplug_fusion._common import BaseFusion, make_activation, masked_softmax
 
 

@@ -21,8 +21,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from mmplug.errors import ComponentError
-from mmplug.interfaces import EncoderOutput
+from mmplug import ComponentError, EncoderOutput
 from mmplug_fusion._common import BaseFusion, token_inputs
 
 

@@ -11,8 +11,8 @@ from torch import Tensor
 
 import mmplug_fusion
 from mmplug import EncoderOutput
-from mmplug.plugins import PluginHost
-from mmplug.registry import ComponentSpec
+from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.registry import ComponentSpec
 
 DISTRIBUTION = "mmplug-fusion"
 

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 import mmplug
 import mmplug_fusion
 from mmplug import ComponentError, Encoder, EncoderOutput, Head, Modality, build_model
-from mmplug.plugins import PluginHost, discover, load_plugins
-from mmplug.registry import ComponentSpec, normalize_distribution
+from mmplug.plugins.loading import PluginHost, discover, load_plugins
+from mmplug.plugins.registry import ComponentSpec, normalize_distribution
 
 Build = Callable[..., Any]
 DIMS3 = {"text": 5, "image": 3, "audio": 2}
@@ -282,7 +282,7 @@ def test_installed_entry_point_is_discovered(specs: dict[str, ComponentSpec]) ->
 def test_entry_module_does_not_import_torch() -> None:
     code = (
         "import sys, mmplug_fusion\n"
-        "from mmplug.plugins import PluginHost\n"
+        "from mmplug.plugins.loading import PluginHost\n"
         "host = PluginHost(strict=True)\n"
         "host.add(mmplug_fusion, name='fusion', distribution='mmplug-fusion')\n"
         "assert len(host.registry.components('fusion')) == 9\n"
@@ -391,7 +391,8 @@ def test_builds_into_a_model_and_trains_with_absent_modalities(name: str, regist
     fusion = {"name": name, **COST_PARAMS[name][-1]}
     model = build_model(_config(fusion), registry=registry)
     rows = [{"text": [1, 2, 3], "image": [4, 5]}, {"text": [0, 1, 0]}, {"image": [1, 1]}, {}]
-    batch = model.preprocess([model.load_sample(row) for row in rows])
+    pipeline = mmplug.Pipeline.from_model(model)
+    batch = pipeline.collate([pipeline.load(row) for row in rows])
     out = model(batch)
     assert out.fused.shape == (4, model.fusion.output_dim)
     loss = model.head.loss(out.logits, torch.tensor([0.0, 1.0, 2.0, 0.0]))

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from mmplug import EncoderOutput, Fusion
-from mmplug.plugins import PluginHost
-from mmplug.registry import ComponentSpec
+from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.registry import ComponentSpec
 
 DIMS: dict[int, dict[str, int]] = {
     1: {"text": 5},

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from mmplug.hookspecs import hookimpl
-from mmplug.registry import RegisterFn
+from mmplug import Params, RegisterFn, hookimpl
 
 __version__ = "0.1.0"
 MMPLUG_API_VERSION = 1  # the mmplug plugin API this package is written for
@@ -33,11 +32,8 @@ RESNETS: dict[str, int] = {
 }
 
 
-class ImageModalityParams(BaseModel):
+class ImageModalityParams(Params):
     """Parameters of the ``image`` modality."""
-
-    # defer_build: the validator is built on first use, so listing plugins stays fast
-    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     max_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS,
@@ -49,11 +45,8 @@ class ImageModalityParams(BaseModel):
     )
 
 
-class ResNetParams(BaseModel):
+class ResNetParams(Params):
     """Parameters of the ResNet encoders."""
-
-    # defer_build: the validator is built on first use, so listing plugins stays fast
-    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     weights: str | None = Field(
         default=None,

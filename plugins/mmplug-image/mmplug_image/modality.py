@@ -17,8 +17,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mmplug.errors import DataError
-from mmplug.interfaces import Modality
+from mmplug import DataError, Modality
 from mmplug_image import DEFAULT_MAX_PIXELS
 
 #: What Pillow raises for a file it can't decode: the formats' plugins use all of these.

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -26,9 +26,15 @@ from torch import Tensor, nn
 from torchvision.models import ResNet, get_model, get_model_weights  # type: ignore[import-untyped]
 from torchvision.transforms import v2  # type: ignore[import-untyped]
 
-from mmplug.errors import ComponentError, DataError
-from mmplug.interfaces import Encoder, EncoderOutput
-from mmplug.weights import load_checked, read_state_dict, strip_prefix
+from mmplug import (
+    ComponentError,
+    DataError,
+    Encoder,
+    EncoderOutput,
+    load_checked,
+    read_state_dict,
+    strip_prefix,
+)
 from mmplug_image import RESNETS
 from mmplug_image.modality import to_rgb
 
@@ -124,59 +130,22 @@ class ResNetEncoder(Encoder):
             _load_state(self.backbone, state, arch, source)
 
         if freeze:
-            self._frozen: tuple[str, ...] = (*_STEM, *STAGES)
+            frozen: tuple[str, ...] = (*_STEM, *STAGES)
         elif trainable_stages is not None:
-            self._frozen = (*_STEM, *STAGES[: len(STAGES) - trainable_stages])
+            frozen = (*_STEM, *STAGES[: len(STAGES) - trainable_stages])
         else:
-            self._frozen = ()
-        for name in self._frozen:
-            getattr(self.backbone, name).requires_grad_(False)
-
-        # Kept in a plain dict, not as submodules: transforms have no state to move or save.
-        self._transforms: dict[bool, v2.Compose] = {
-            False: self._make_transform(train=False),
-            True: self._make_transform(train=True),
-        }
-        self.train()  # puts the frozen parts in eval mode
-
-    def _make_transform(self, *, train: bool) -> v2.Compose:
-        size = self.image_size
-        if train:
-            geometry = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
-        else:
-            geometry = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
-        return v2.Compose(
-            [
-                v2.ToImage(),  # uint8 [3, h, w]: resizing uint8 is cheaper than float
-                *geometry,
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(mean=list(self.mean), std=list(self.std)),
-            ]
-        )
-
-    def train(self, mode: bool = True) -> Self:
-        """Set training mode; frozen parts (and their BatchNorm statistics) stay in eval."""
-        super().train(mode)
-        for name in self._frozen:
-            getattr(self.backbone, name).eval()
-        return self
+            frozen = ()
+        if frozen:  # their BatchNorm statistics stay fixed too
+            self.freeze_modules(*(f"backbone.{name}" for name in frozen))
+        self._preprocessor = ImagePreprocessor(image_size, self.mean, self.std, augment)
 
     def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
-        """Resize, crop and normalize images.
+        """Resize, crop and normalize images (see :class:`ImagePreprocessor`)."""
+        return self._preprocessor(raws, train=train)
 
-        Args:
-            raws: ``n`` PIL images, as the ``image`` modality loads them (other modes than
-                RGB are converted).
-            train: with ``augment``, random resized crop and horizontal flip.
-
-        Returns:
-            ``{"pixels": [n, 3, S, S]}``, float32, normalized with the weights' statistics.
-        """
-        transform = self._transforms[train and self.augment]
-        pixels = [transform(_rgb(raw, index)).as_subclass(Tensor) for index, raw in enumerate(raws)]
-        if not pixels:
-            return {"pixels": torch.empty(0, 3, self.image_size, self.image_size)}
-        return {"pixels": torch.stack(pixels)}
+    def preprocessor(self) -> ImagePreprocessor:
+        """The transforms, without the network's weights."""
+        return self._preprocessor
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         """Encode preprocessed images.
@@ -203,6 +172,64 @@ class ResNetEncoder(Encoder):
             f"arch={self.arch!r}, weights={self.weights!r}, image_size={self.image_size}, "
             f"augment={self.augment}, frozen={frozen!r}"
         )
+
+
+class ImagePreprocessor:
+    """Resizes, crops and normalizes a batch of images for a ResNet.
+
+    Evaluation: resize the short side to ``S``, then center-crop ``S x S``. Training with
+    ``augment``: a random resized crop and a horizontal flip.
+
+    Args:
+        image_size: ``S``.
+        mean: per-channel means of the weights' training data.
+        std: per-channel standard deviations.
+        augment: augment when called with ``train=True``.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: bool,
+    ) -> None:
+        self.image_size = image_size
+        self.augment = augment
+        self.transforms = {
+            train: v2.Compose(
+                [
+                    v2.ToImage(),  # uint8 [3, h, w]: resizing uint8 is cheaper than float
+                    *_geometry(image_size, train=train),
+                    v2.ToDtype(torch.float32, scale=True),
+                    v2.Normalize(mean=list(mean), std=list(std)),
+                ]
+            )
+            for train in (False, True)
+        }
+
+    def __call__(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+        """Transform images.
+
+        Args:
+            raws: ``n`` PIL images, as the ``image`` modality loads them (other modes than
+                RGB are converted).
+            train: with ``augment``, random resized crop and horizontal flip.
+
+        Returns:
+            ``{"pixels": [n, 3, S, S]}``, float32, normalized with the weights' statistics.
+        """
+        transform = self.transforms[train and self.augment]
+        pixels = [transform(_rgb(raw, index)).as_subclass(Tensor) for index, raw in enumerate(raws)]
+        if not pixels:
+            return {"pixels": torch.empty(0, 3, self.image_size, self.image_size)}
+        return {"pixels": torch.stack(pixels)}
+
+
+def _geometry(size: int, *, train: bool) -> list[Any]:
+    if train:
+        return [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+    return [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
 
 
 def _rgb(raw: Any, index: int) -> Image.Image:

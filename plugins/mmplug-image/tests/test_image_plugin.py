@@ -16,7 +16,7 @@ from torch import Tensor, nn
 import mmplug
 import mmplug_image
 from mmplug import ComponentError, ConfigError, EncoderOutput, Fusion
-from mmplug.plugins import PluginHost, discover, load_plugins
+from mmplug.plugins.loading import PluginHost, discover, load_plugins
 
 ONLY_THIS = {"MMPLUG_LOAD_PLUGINS": "mmplug-image"}  # other plugins' state is not our concern
 ENCODERS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -98,7 +98,7 @@ def test_every_registered_factory_resolves():
 def test_entry_point_module_does_not_import_torch_or_pil():
     code = (
         "import sys\n"
-        "from mmplug.plugins import load_plugins\n"
+        "from mmplug.plugins.loading import load_plugins\n"
         "host = load_plugins(environ={'MMPLUG_LOAD_PLUGINS': 'mmplug-image'})\n"
         "assert host.registry.get('encoder', 'resnet50').modality == 'image'\n"
         "heavy = sorted({'torch', 'torchvision', 'PIL'} & set(sys.modules))\n"
@@ -122,9 +122,10 @@ def test_model_from_config_runs_from_image_files(
         "(mmplug-image",
     ]
     rows = [{"image": "a.png"}, {}, {"image": "b.jpg"}]
-    samples = [model.load_sample(row, root=folder) for row in rows]
+    pipeline = mmplug.Pipeline.from_model(model)
+    samples = [pipeline.load(row, root=folder) for row in rows]
     assert all(s["image"].mode == "RGB" for s in samples if "image" in s)
-    batch = model.preprocess(samples)
+    batch = pipeline.collate(samples)
     assert batch.inputs["image"]["pixels"].shape == (2, 3, 64, 64)
     with torch.no_grad():
         out = model(batch)
@@ -157,4 +158,4 @@ def test_bad_image_file_is_a_data_error_naming_it(image_host: PluginHost, tmp_pa
     model = mmplug.build_model(config(), registry=image_host.registry)
     (tmp_path / "notes.png").write_text("not pixels")
     with pytest.raises(mmplug.DataError, match=r"notes\.png"):
-        model.load_sample({"image": "notes.png"}, root=tmp_path)
+        mmplug.Pipeline.from_model(model).load({"image": "notes.png"}, root=tmp_path)

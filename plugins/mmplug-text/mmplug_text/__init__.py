@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from mmplug.hookspecs import hookimpl
-from mmplug.registry import RegisterFn
+from mmplug import Params, RegisterFn, hookimpl
 
 __version__ = "0.1.0"
 MMPLUG_API_VERSION = 1  # the mmplug plugin API this package is written for
@@ -38,11 +37,8 @@ Size = Literal["bert-tiny", "bert-mini", "bert-small", "bert-medium", "bert-base
 Pooling = Literal["mean", "cls", "pooler"]
 
 
-class BertParams(BaseModel):
+class BertParams(Params):
     """Parameters of the ``bert`` encoder."""
-
-    # defer_build: the validator is built on first use, so listing plugins stays fast
-    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     pretrained: str | None = Field(
         default=DEFAULT_PRETRAINED,

@@ -4,31 +4,26 @@
 the like all work. Shapes: ``n`` texts, ``T`` tokens of the longest text in the batch (at most
 ``max_length``), ``H`` the model's hidden size (the encoder's ``output_dim``).
 
-Checkpoints come from a local directory (``save_pretrained``) or the hub by id. Loading
-honours ``HF_HUB_OFFLINE`` (read when the encoder is built, not only when ``huggingface_hub``
-was imported) and the local cache; when the files can't be had, the error names the
-checkpoint and says how to point ``pretrained`` at a local directory instead.
+Checkpoints come from a local directory (``save_pretrained``) or the hub by id, found by
+:mod:`mmplug_text.hub` (offline mode, the cache, and what to do when neither has them).
+Tokenization runs in a :class:`TextPreprocessor`, which data-loader workers get instead of
+the encoder and its weights.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any
 
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from mmplug.errors import ComponentError, DataError
-from mmplug.interfaces import Encoder, EncoderOutput
+from mmplug import ComponentError, DataError, Encoder, EncoderOutput
 from mmplug_text import DEFAULT_PRETRAINED, SIZES
 from mmplug_text import vocab as vocab_module
-
-T = TypeVar("T")
+from mmplug_text.hub import checkpoint, from_hub, is_empty, tokenizer_if_any
 
 #: Where the transformer layers live, per architecture family: BERT, RoBERTa, ELECTRA and most
 #: others use ``encoder.layer``; DistilBERT ``transformer.layer``.
@@ -98,7 +93,9 @@ class BertEncoder(Encoder):
         self.freeze = freeze
         self.vocab_size = vocab_size
         self._trained: Tokenizer | None = None  # the vocabulary fit trained, if any
-        self.tokenizer: PreTrainedTokenizerBase | None = None
+        # One object for the encoder's whole life: fit gives it the trained tokenizer, so a
+        # pipeline made before fitting tokenizes with it too.
+        self._preprocessor = TextPreprocessor(None, max_length, "bert")
 
         self.model: PreTrainedModel
         if size is not None:
@@ -109,10 +106,10 @@ class BertEncoder(Encoder):
             self._what = f"bert (size {size}, from scratch)"
         else:
             assert pretrained is not None  # checked above
-            source = _checkpoint(pretrained)
+            source = checkpoint(pretrained)
             if from_scratch:
-                config = _hub(AutoConfig.from_pretrained, source, "config")
-                self.tokenizer = _tokenizer_if_any(source)
+                config = from_hub(AutoConfig.from_pretrained, source, "config")
+                self.tokenizer = tokenizer_if_any(source)
                 if self.tokenizer is None:
                     # Sized now, so that a saved model's weights fit the architecture that
                     # load_model rebuilds before the trained vocabulary is restored.
@@ -121,15 +118,16 @@ class BertEncoder(Encoder):
                 self.model = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
                 self._what = f"bert ({source!r} config, from scratch)"
             else:
-                self.tokenizer = _hub(AutoTokenizer.from_pretrained, source, "tokenizer")
-                if _is_empty(self.tokenizer):
+                self.tokenizer = from_hub(AutoTokenizer.from_pretrained, source, "tokenizer")
+                if is_empty(self.tokenizer):
                     raise ComponentError(
                         f"checkpoint {source!r} has no tokenizer files (tokenizer.json, vocab.txt"
                         ", ...); save its tokenizer there with tokenizer.save_pretrained(DIR), "
                         "or use from_scratch: true to train a vocabulary"
                     )
-                self.model = _hub(AutoModel.from_pretrained, source, "weights")
+                self.model = from_hub(AutoModel.from_pretrained, source, "weights")
                 self._what = f"bert ({source!r})"
+        self._preprocessor.what = self._what
         # A model built without a tokenizer learns its vocabulary in fit.
         self.trains_vocabulary = self.tokenizer is None
         self.output_dim = int(self.model.config.hidden_size)
@@ -138,15 +136,6 @@ class BertEncoder(Encoder):
         # from_pretrained returns the transformer in eval mode while this module starts in
         # training mode, as every nn.Module does: line them up (a frozen one stays in eval).
         self.train()
-
-    # -- nn.Module ------------------------------------------------------------------------
-
-    def train(self, mode: bool = True) -> Self:
-        """Set training mode; a frozen transformer stays in eval mode (dropout off)."""
-        super().train(mode)
-        if self.freeze:
-            self.model.eval()  # type: ignore[no-untyped-call]
-        return self
 
     # -- Encoder ----------------------------------------------------------------------------
 
@@ -173,39 +162,22 @@ class BertEncoder(Encoder):
         self._use_trained(vocab_module.load_tokenizer(directory))
 
     def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
-        """Tokenize a batch with the fast tokenizer, in one call.
+        """Tokenize a batch (see :class:`TextPreprocessor`)."""
+        return self.preprocessor()(raws, train=train)
 
-        Args:
-            raws: ``n`` texts; an empty string is a valid text (``[CLS] [SEP]``).
-            train: unused; tokenization is the same in training.
+    def preprocessor(self) -> TextPreprocessor:
+        """The tokenizer and ``max_length``, without the transformer's weights; the same
+        object before and after :meth:`fit`, which gives it the trained tokenizer."""
+        return self._preprocessor
 
-        Returns:
-            ``input_ids`` ``[n, T]`` (long) and ``attention_mask`` ``[n, T]`` (1 for real
-            tokens), padded to the longest text of the batch and truncated to ``max_length``.
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The checkpoint's tokenizer, or the one fit trained; None before that."""
+        return self._preprocessor.tokenizer
 
-        Raises:
-            ComponentError: the model needs a vocabulary and :meth:`fit` has not run.
-            DataError: a value is not a string.
-        """
-        if self.tokenizer is None:
-            raise ComponentError(
-                f"{self._what} has no vocabulary yet: call fit on the training texts "
-                "(model.fit_encoders(samples)) before preprocess, or load a saved model"
-            )
-        # token_type_ids are left out: for a single text they are all zeros, which is what
-        # the models use when none are given (and DistilBERT takes none at all).
-        encoded = self.tokenizer(
-            _texts(raws),
-            padding="longest",
-            truncation=True,
-            max_length=self.max_length,
-            return_token_type_ids=False,
-            return_tensors="pt",
-        )
-        return {
-            "input_ids": encoded["input_ids"],
-            "attention_mask": encoded["attention_mask"],
-        }
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: PreTrainedTokenizerBase | None) -> None:
+        self._preprocessor.tokenizer = tokenizer
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         """Encode a preprocessed batch.
@@ -256,7 +228,7 @@ class BertEncoder(Encoder):
                 "some checkpoints don't); use pooling: cls or mean"
             )
         if self.freeze:
-            self.model.requires_grad_(False)
+            self.freeze_modules("model")
             return
         if trainable_layers is not None:
             layers = _layers(self.model, self._what)
@@ -274,6 +246,59 @@ class BertEncoder(Encoder):
             # Its output is never used: parameters without gradients would only confuse
             # optimizers (weight decay) and DistributedDataParallel.
             pooler.requires_grad_(False)
+
+
+class TextPreprocessor:
+    """Tokenizes a batch of texts with a fast tokenizer, in one call.
+
+    Args:
+        tokenizer: the checkpoint's or the trained one; None until :meth:`BertEncoder.fit`
+            has trained a vocabulary.
+        max_length: texts are truncated to this many tokens, special tokens included.
+        what: the encoder, as errors name it.
+    """
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase | None, max_length: int, what: str
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.what = what
+
+    def __call__(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+        """Tokenize.
+
+        Args:
+            raws: ``n`` texts; an empty string is a valid text (``[CLS] [SEP]``).
+            train: unused; tokenization is the same in training.
+
+        Returns:
+            ``input_ids`` ``[n, T]`` (long) and ``attention_mask`` ``[n, T]`` (1 for real
+            tokens), padded to the longest text of the batch and truncated to ``max_length``.
+
+        Raises:
+            ComponentError: the model needs a vocabulary and fit has not run.
+            DataError: a value is not a string.
+        """
+        if self.tokenizer is None:
+            raise ComponentError(
+                f"{self.what} has no vocabulary yet: call fit on the training texts "
+                "(model.fit_encoders(samples)) before preprocessing, or load a saved model"
+            )
+        # token_type_ids are left out: for a single text they are all zeros, which is what
+        # the models use when none are given (and DistilBERT takes none at all).
+        encoded = self.tokenizer(
+            _texts(raws),
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_token_type_ids=False,
+            return_tensors="pt",
+        )
+        return {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+        }
 
 
 def _texts(raws: list[Any]) -> list[str]:
@@ -298,123 +323,3 @@ def _layers(model: nn.Module, what: str) -> nn.ModuleList:
         f"{what}: can't find the transformer layers of {type(model).__name__} (looked for "
         f"{looked}); trainable_layers can't be used with it, freeze or train everything"
     )
-
-
-# -- loading checkpoints --------------------------------------------------------------------
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _offline() -> bool:
-    """Offline mode, from the environment now or from when ``huggingface_hub`` was imported."""
-    from huggingface_hub import constants
-
-    from_env = _flag("HF_HUB_OFFLINE") or _flag("TRANSFORMERS_OFFLINE")
-    return from_env or bool(constants.HF_HUB_OFFLINE)
-
-
-@contextmanager
-def _offline_mode() -> Iterator[bool]:
-    """Make huggingface_hub offline for a load when the environment says so; yields whether.
-
-    huggingface_hub reads ``HF_HUB_OFFLINE`` once, when it is imported. Passing
-    ``local_files_only`` is not enough when the variable was set later (in a notebook, or a
-    test): the hub client still contacts the Hub for other things (its user-agent lookup),
-    which without network means retries and a long wait. So its flag is set for the load.
-    """
-    from huggingface_hub import constants
-
-    offline = _offline()
-    before = constants.HF_HUB_OFFLINE
-    if offline:
-        constants.HF_HUB_OFFLINE = True
-    try:
-        yield offline
-    finally:
-        constants.HF_HUB_OFFLINE = before
-
-
-def _looks_like_path(value: str) -> bool:
-    """Whether ``pretrained`` is meant as a folder rather than a hub id (``org/name``)."""
-    return (
-        value.startswith(("/", "./", "../", "~", "."))
-        or "\\" in value
-        or value.count("/") > 1
-        or Path(value).is_absolute()
-    )
-
-
-def _checkpoint(pretrained: str) -> str:
-    """``pretrained`` as transformers should get it: an existing directory, or a hub id.
-
-    Raises:
-        ComponentError: it names a file, or a directory that does not exist.
-    """
-    path = Path(pretrained).expanduser()
-    if path.is_dir():
-        return str(path)
-    if path.exists():
-        raise ComponentError(
-            f"pretrained {pretrained!r} is a file; give the directory save_pretrained wrote "
-            "(config.json, weights and tokenizer files) or a hub id"
-        )
-    if _looks_like_path(pretrained):
-        raise ComponentError(
-            f"checkpoint directory not found: {pretrained!r} (looked for {path.absolute()})"
-        )
-    return pretrained
-
-
-def _hub(load: Callable[..., T], source: str, what: str) -> T:
-    """Call a ``from_pretrained`` loader; a checkpoint that can't be had is a clear error."""
-    try:
-        with _offline_mode() as offline:
-            return load(source, **({"local_files_only": True} if offline else {}))
-    except (OSError, ValueError) as exc:  # transformers turns hub errors into OSError
-        raise _unavailable(source, what, exc) from exc
-
-
-def _unavailable(source: str, what: str, exc: BaseException) -> ComponentError:
-    cause = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-    if Path(source).is_dir():
-        return ComponentError(f"can't load the {what} from checkpoint directory {source}: {cause}")
-    from huggingface_hub import constants
-
-    why = (
-        "HF_HUB_OFFLINE is set, so nothing is downloaded"
-        if _offline()
-        else "it could not be downloaded (no network, or no such repository)"
-    )
-    return ComponentError(
-        f"can't load the {what} of checkpoint {source!r}: {why}, and it is neither a local "
-        f"directory nor in the Hugging Face cache ({constants.HF_HUB_CACHE}). Where there is "
-        f"network, download it (`hf download {source}`, then copy the cache), or save it to a "
-        f"folder (AutoModel.from_pretrained({source!r}).save_pretrained(DIR), and the same "
-        "with AutoTokenizer) and set `pretrained: /path/to/DIR`. "
-        f"Cause: {cause}"
-    )
-
-
-def _tokenizer_if_any(source: str) -> PreTrainedTokenizerBase | None:
-    """The checkpoint's tokenizer, or None when it has no tokenizer files.
-
-    Raises:
-        ComponentError: ``source`` is a directory whose tokenizer files can't be read (a
-            directory without any gives an empty tokenizer, not an error): training a new
-            vocabulary instead would silently change what the model reads.
-    """
-    try:
-        tokenizer = _hub(AutoTokenizer.from_pretrained, source, "tokenizer")
-    except ComponentError:
-        if Path(source).is_dir():
-            raise
-        return None
-    return None if _is_empty(tokenizer) else tokenizer
-
-
-def _is_empty(tokenizer: PreTrainedTokenizerBase) -> bool:
-    # transformers 5 builds a tokenizer holding only its special tokens when a checkpoint has
-    # no tokenizer files at all, instead of failing: a vocabulary of specials is no tokenizer.
-    return len(tokenizer) <= len(tokenizer.all_special_tokens)

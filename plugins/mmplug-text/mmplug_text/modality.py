@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmplug.errors import DataError
-from mmplug.interfaces import Modality
+from mmplug import DataError, Modality
 
 
 class TextModality(Modality):

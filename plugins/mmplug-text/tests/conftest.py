@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 import mmplug
-from mmplug.interfaces import EncoderOutput, Fusion
-from mmplug.plugins import PluginHost, load_plugins
+from mmplug.model.interfaces import EncoderOutput, Fusion
+from mmplug.plugins.loading import PluginHost, load_plugins
 from mmplug_text import __version__
 
 WORDS = [

@@ -10,7 +10,7 @@ import torch
 
 import mmplug
 from mmplug import DataError
-from mmplug.plugins import PluginHost
+from mmplug.plugins.loading import PluginHost
 from mmplug_text.modality import TextModality
 
 
@@ -56,10 +56,11 @@ def test_absent_texts_are_skipped_by_the_model(text_host: PluginHost, tiny_bert:
     }
     model = mmplug.build_model(config, registry=text_host.registry).eval()
     rows: list[dict[str, Any]] = [{"text": "the cat"}, {"text": None}, {}, {"text": ""}]
-    samples = [model.load_sample(row) for row in rows]
+    pipeline = mmplug.Pipeline.from_model(model)
+    samples = [pipeline.load(row) for row in rows]
     assert samples[1] == {} and samples[2] == {}
 
-    batch = model.preprocess(samples)
+    batch = pipeline.collate(samples)
     assert batch.present["text"].tolist() == [True, False, False, True]
     assert batch.inputs["text"]["input_ids"].shape[0] == 2  # the encoder saw present texts only
     with torch.no_grad():
@@ -70,4 +71,4 @@ def test_absent_texts_are_skipped_by_the_model(text_host: PluginHost, tiny_bert:
     assert features.mask[3].sum() == 2  # the empty text is [CLS] [SEP]
 
     with pytest.raises(DataError, match="int: 7"):
-        model.load_sample({"text": 7})
+        pipeline.load({"text": 7})

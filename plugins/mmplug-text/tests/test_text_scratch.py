@@ -14,7 +14,7 @@ import yaml
 
 import mmplug
 from mmplug import ComponentError, DataError
-from mmplug.plugins import PluginHost
+from mmplug.plugins.loading import PluginHost
 from mmplug_text import SIZES
 from mmplug_text.bert import BertEncoder
 from mmplug_text.vocab import SPECIAL_TOKENS, preset_config, train_wordpiece
@@ -148,14 +148,15 @@ def test_a_trained_vocabulary_round_trips_through_save_and_load(
     # A fresh registry, and none of the training texts.
     loaded = mmplug.load_model(saved, registry=make_text_host().registry).eval()
 
-    samples = [loaded.load_sample({"text": text}) for text in NEW] + [{}]
+    original, restored = mmplug.Pipeline.from_model(model), mmplug.Pipeline.from_model(loaded)
+    samples = [restored.load({"text": text}) for text in NEW] + [{}]
     with torch.no_grad():
-        expected = model(model.preprocess(samples)).logits
-        got = loaded(loaded.preprocess(samples)).logits
+        expected = model(original.collate(samples)).logits
+        got = loaded(restored.collate(samples)).logits
     torch.testing.assert_close(got, expected)
     assert torch.equal(
-        loaded.preprocess(samples).inputs["text"]["input_ids"],
-        model.preprocess(samples).inputs["text"]["input_ids"],
+        restored.collate(samples).inputs["text"]["input_ids"],
+        original.collate(samples).inputs["text"]["input_ids"],
     )
 
 

@@ -11,18 +11,15 @@ by strings and imported only when a model is built.
 from __future__ import annotations
 
 import mmplug
-from mmplug.registry import RegisterFn
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from mmplug import RegisterFn
+from pydantic import Field, PositiveInt
 
 __version__ = "0.1.0"
 MMPLUG_API_VERSION = 1  # the mmplug plugin API this package is written for
 
 
-class TabularMLPParams(BaseModel):
+class TabularMLPParams(mmplug.Params):
     """Parameters of the ``tabular-mlp`` encoder."""
-
-    # defer_build: the validator is built on first use, so listing plugins stays fast
-    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     num_features: PositiveInt = Field(description="Feature columns per row.")
     hidden_dims: list[PositiveInt] = Field(

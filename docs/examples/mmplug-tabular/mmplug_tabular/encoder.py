@@ -21,7 +21,7 @@ class TabularMLP(Encoder):
         hidden_dims: hidden layer sizes.
         dim: ``D``.
         dropout: after each hidden layer.
-        freeze: no parameter gets gradients.
+        freeze: no parameter gets gradients; the encoder stays in eval mode.
     """
 
     modality = "tabular"
@@ -48,7 +48,8 @@ class TabularMLP(Encoder):
             size = hidden
         layers.append(nn.Linear(size, dim))
         self.net = nn.Sequential(*layers)
-        self.requires_grad_(not freeze)
+        if freeze:  # no gradients, and eval mode even while the model trains
+            self.freeze_modules()
 
     def fit(self, raws: list[Any]) -> None:
         """Learn each column's mean and standard deviation, ignoring missing values."""

@@ -46,8 +46,9 @@ def make_rows(count: int, seed: int) -> list[tuple[dict[str, object], int]]:
 def accuracy(model: mmplug.MultimodalModel, rows: list[tuple[dict[str, object], int]]) -> float:
     model.eval()
     with torch.no_grad():
-        samples = [model.load_sample(values) for values, _ in rows]
-        predicted = model(model.preprocess(samples)).logits.argmax(-1)
+        pipeline = mmplug.Pipeline.from_model(model)
+        samples = [pipeline.load(values) for values, _ in rows]
+        predicted = model(pipeline.collate(samples)).logits.argmax(-1)
     return float((predicted == torch.tensor([label for _, label in rows])).float().mean())
 
 
@@ -55,7 +56,8 @@ def test_tabular_and_text_train_together_to_solve_what_neither_can_alone() -> No
     torch.manual_seed(0)
     model = mmplug.build_model(CONFIG)
     train, test = make_rows(256, seed=1), make_rows(128, seed=2)
-    samples = [model.load_sample(values) for values, _ in train]
+    pipeline = mmplug.Pipeline.from_model(model)
+    samples = [pipeline.load(values) for values, _ in train]
     model.fit_encoders(samples)  # the WordPiece vocabulary and the column statistics
     labels = torch.tensor([label for _, label in train])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -64,7 +66,7 @@ def test_tabular_and_text_train_together_to_solve_what_neither_can_alone() -> No
         order = torch.randperm(len(samples)).tolist()
         for start in range(0, len(order), 32):
             batch = [samples[i] for i in order[start : start + 32]]
-            out = model(model.preprocess(batch, train=True))
+            out = model(pipeline.collate(batch, train=True))
             loss = model.head.loss(out.logits, labels[order[start : start + 32]])
             optimizer.zero_grad()
             loss.backward()

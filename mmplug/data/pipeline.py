@@ -1,0 +1,345 @@
+"""The data pipeline: from a manifest row or a Python sample to a :class:`Batch`.
+
+A :class:`Pipeline` holds what the data side needs and nothing of the model's weights: each
+modality key's :class:`~mmplug.Modality` (the loader) and its encoder's preprocessor
+(:meth:`~mmplug.Encoder.preprocessor`: a tokenizer, transforms, a filter bank). It is the
+only path to a batch: training, evaluation and prediction (of a manifest or of one sample)
+all go through :meth:`Pipeline.load` and :meth:`Pipeline.collate`.
+
+``DataLoader`` workers (``data.num_workers`` > 0) receive a :class:`ManifestDataset` and the
+collate function, which hold the pipeline but not the model: what is pickled for each worker
+is kilobytes, not the weights (``benchmarks/worker_payload.py`` prints both). A row that
+can't be loaded raises a :class:`DataError` naming the manifest, row, column and value, or,
+with ``on_error: skip``, travels with the batch as a :class:`Skipped` record so that the run
+can count and list it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mmplug.data.manifest import Manifest, MissingColumns, columns_in
+from mmplug.errors import DataError
+from mmplug.model.interfaces import Modality, Preprocessor
+from mmplug.model.multimodal import Batch
+from mmplug.model.sections import DataConfig
+from mmplug.model.tasks import Task
+
+if TYPE_CHECKING:
+    from mmplug.model.multimodal import MultimodalModel
+
+
+class Pipeline:
+    """Each modality key's loader and preprocessor: raw values in, a :class:`Batch` out.
+
+    Args:
+        modalities: key -> the :class:`Modality` that loads its values.
+        preprocessors: key -> the encoder's preprocessor; the same keys.
+    """
+
+    def __init__(
+        self, modalities: Mapping[str, Modality], preprocessors: Mapping[str, Preprocessor]
+    ) -> None:
+        if set(modalities) != set(preprocessors):
+            raise ValueError(
+                f"modalities {sorted(modalities)} and preprocessors {sorted(preprocessors)} "
+                "must have the same keys"
+            )
+        self.keys: list[str] = sorted(modalities)
+        self.modalities = {key: modalities[key] for key in self.keys}
+        self.preprocessors = {key: preprocessors[key] for key in self.keys}
+
+    @classmethod
+    def from_model(cls, model: MultimodalModel) -> Pipeline:
+        """The pipeline of ``model``: its modalities and its encoders' preprocessors (which
+        follow what the encoders' ``fit`` learns, before or after this is made)."""
+        return cls(
+            model.modalities,
+            {key: encoder.preprocessor() for key, encoder in model.encoder_items()},
+        )
+
+    def load(
+        self,
+        values: Mapping[str, Any],
+        *,
+        root: str | Path | None = None,
+        where: Callable[[str], str] | None = None,
+    ) -> dict[str, Any]:
+        """Load one sample's values (paths, inline values) with each key's modality.
+
+        A missing key or ``None`` stays absent; an object already loaded (a ``PIL.Image``
+        from a Python caller) is the modality's to accept.
+
+        Args:
+            values: key -> value.
+            root: the folder relative paths resolve against.
+            where: names a key's value in errors (a manifest names its row and column);
+                default ``key 'image'``.
+
+        Raises:
+            DataError: a key the model has no encoder for, or a value that can't be loaded.
+        """
+        self.check_keys(values, "the sample")
+        loaded = {}
+        for key in self.keys:
+            value = values.get(key)
+            if value is None:
+                continue
+            try:
+                loaded[key] = self.modalities[key].load(value, root=root)
+            except DataError as exc:
+                named = where(key) if where is not None else f"key {key!r}"
+                raise DataError(f"{named}: {exc}") from exc
+        return loaded
+
+    def collate(self, samples: Sequence[Mapping[str, Any]], *, train: bool = False) -> Batch:
+        """Batch loaded samples (key -> raw object; a missing key or None is absent).
+
+        Each key's preprocessor sees only the samples that have the key, in order, and its
+        tensors keep that leading dimension ``n``.
+
+        Args:
+            samples: ``B`` samples as :meth:`load` returns them.
+            train: preprocess for training (augmentation, random crops).
+        """
+        for index, sample in enumerate(samples):
+            self.check_keys(sample, f"sample {index}")
+        inputs: dict[str, dict[str, Tensor]] = {}
+        present: dict[str, Tensor] = {}
+        for key in self.keys:
+            mask = [sample.get(key) is not None for sample in samples]
+            present[key] = torch.tensor(mask, dtype=torch.bool)
+            raws = [sample[key] for sample, has in zip(samples, mask, strict=True) if has]
+            inputs[key] = self.preprocessors[key](raws, train=train) if raws else {}
+        return Batch(size=len(samples), inputs=inputs, present=present)
+
+    def check_keys(self, sample: Mapping[str, Any], what: str) -> None:
+        """A sample may only have keys the model has encoders for."""
+        unknown = sorted(set(sample) - set(self.keys))
+        if unknown:
+            raise DataError(
+                f"{what} has {', '.join(map(repr, unknown))}, which the model has no encoder for "
+                f"(its keys: {', '.join(self.keys)})"
+            )
+
+
+# -- manifests as datasets --------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    """One loaded row: raw values per present key, and its target when labelled."""
+
+    index: int
+    values: dict[str, Any]
+    target: Tensor | None
+
+
+@dataclass
+class Skipped:
+    """A row that could not be read, and why.
+
+    Loader workers return this instead of raising, so that the error reaches the main process
+    as its own message (a worker's exception arrives wrapped in the worker's traceback).
+    ``fatal`` rows (``on_error="raise"``) are raised there by :func:`raise_fatal`; the others
+    are left out, counted and listed.
+    """
+
+    manifest: str
+    row: int
+    error: str
+    fatal: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"manifest": self.manifest, "row": self.row, "error": self.error}
+
+
+def raise_fatal(skipped: Sequence[Skipped]) -> None:
+    """Raise the first row error that ``on_error="raise"`` makes fatal."""
+    for row in skipped:
+        if row.fatal:
+            raise DataError(row.error)
+
+
+@dataclass
+class LoadedBatch:
+    """What the loader yields: the model's batch plus bookkeeping.
+
+    Attributes:
+        batch: preprocessed inputs (None when every row of it was skipped).
+        targets: stacked targets, or None for unlabelled data.
+        indices: the manifest row index (0-based) of each sample of ``batch``.
+        skipped: rows of this batch that were left out.
+    """
+
+    batch: Batch | None
+    targets: Tensor | None
+    indices: list[int]
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+class ManifestDataset(Dataset[Example | Skipped]):
+    """The rows of a manifest, loaded through a pipeline.
+
+    Args:
+        manifest: the rows.
+        pipeline: loads each key's value.
+        columns: modality key -> the column it reads (only columns the manifest has).
+        task: reads the label column; None for unlabelled data (prediction).
+        label_column: the label's column.
+        require_all: a missing value is an error instead of an absent modality.
+        on_error: ``"raise"`` or ``"skip"``.
+
+    Attributes:
+        absent: columns the manifest lacks, whose keys are absent in every row.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        pipeline: Pipeline,
+        columns: Mapping[str, str],
+        *,
+        task: Task | None = None,
+        label_column: str = "label",
+        require_all: bool = False,
+        on_error: str = "raise",
+    ) -> None:
+        self.manifest = manifest
+        self.pipeline = pipeline
+        self.columns = dict(sorted(columns.items()))
+        self.task = task
+        self.label_column = label_column
+        self.require_all = require_all
+        self.on_error = on_error
+        self.absent: list[str] = []
+
+    @classmethod
+    def from_config(
+        cls,
+        manifest: Manifest,
+        pipeline: Pipeline,
+        data: DataConfig,
+        *,
+        task: Task | None = None,
+        missing: MissingColumns,
+        keys: Sequence[str] | None = None,
+    ) -> ManifestDataset:
+        """A manifest's rows, read as a config's ``data`` section says.
+
+        Args:
+            task: reads the labels; None for prediction.
+            missing: what a column the manifest lacks means (see :func:`columns_in`).
+            keys: the keys to load (default: all the pipeline's).
+        """
+        columns, absent = columns_in(
+            manifest, pipeline.keys if keys is None else keys, data.columns, missing=missing
+        )
+        dataset = cls(
+            manifest,
+            pipeline,
+            columns,
+            task=task,
+            label_column=data.label,
+            require_all=data.require_all,
+            on_error=data.on_error,
+        )
+        dataset.absent = absent
+        return dataset
+
+    def __len__(self) -> int:
+        return len(self.manifest.rows)
+
+    def __getitem__(self, index: int) -> Example | Skipped:
+        try:
+            return self.load(index)
+        except DataError as exc:
+            fatal = self.on_error != "skip"
+            return Skipped(str(self.manifest.path), self.manifest.lines[index], str(exc), fatal)
+
+    def load(self, index: int) -> Example:
+        """Load row ``index``; a problem is a :class:`DataError` naming the row and column."""
+        row = self.manifest.rows[index]
+        values = {key: row.get(column) for key, column in self.columns.items()}
+        if self.require_all:
+            for key, value in values.items():
+                if value is None:
+                    where = self.manifest.where(index, self.columns[key])
+                    raise DataError(f"{where}: no value, and data.require_all is set")
+        loaded = self.pipeline.load(
+            values,
+            root=self.manifest.root,
+            where=lambda key: self.manifest.where(index, self.columns[key]),
+        )
+        target = None
+        if self.task is not None:
+            try:
+                target = self.task.encode(row.get(self.label_column))
+            except DataError as exc:
+                where = self.manifest.where(index, self.label_column)
+                raise DataError(f"{where}: {exc}") from exc
+        return Example(index, loaded, target)
+
+    def cell(self, index: int, column: str) -> Any:
+        """The raw cell of row ``index`` in ``column`` (None if empty or absent)."""
+        return self.manifest.rows[index].get(column)
+
+
+class Collate:
+    """Turns a list of :class:`Example`/:class:`Skipped` into a :class:`LoadedBatch`.
+
+    It is the loader's ``collate_fn``: it runs in the workers, holding the pipeline only.
+    """
+
+    def __init__(self, pipeline: Pipeline, *, train: bool) -> None:
+        self.pipeline = pipeline
+        self.train = train
+
+    def __call__(self, items: Sequence[Example | Skipped]) -> LoadedBatch:
+        examples = [item for item in items if isinstance(item, Example)]
+        skipped = [item for item in items if isinstance(item, Skipped)]
+        if not examples:
+            return LoadedBatch(None, None, [], skipped)
+        batch = self.pipeline.collate([e.values for e in examples], train=self.train)
+        targets = None
+        if examples[0].target is not None:
+            targets = torch.stack([e.target for e in examples if e.target is not None])
+        return LoadedBatch(batch, targets, [e.index for e in examples], skipped)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Each worker would otherwise start as many threads as there are cores.
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    dataset: ManifestDataset,
+    *,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> DataLoader[Example | Skipped]:
+    """A loader over ``dataset``, shuffled when ``train`` (in an order fixed by ``seed``).
+
+    Workers are started anew each epoch (not persistent), seeded from the loader's
+    generator: an epoch's random choices depend only on ``seed``, so a resumed run replays
+    exactly what an uninterrupted one would have done.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        num_workers=num_workers,
+        collate_fn=Collate(dataset.pipeline, train=train),
+        generator=generator,
+        worker_init_fn=_worker_init if num_workers else None,
+    )

@@ -1,0 +1,237 @@
+"""The running model: encoders, a fusion and a head, and what happens between them.
+
+:class:`MultimodalModel` owns absence: encoders only ever see the samples that have their
+modality; the model scatters their outputs back into batch order, with zero rows and
+``present`` False for the samples that lack it. In training it can also drop modalities at
+random (:func:`drop_modalities`). A :class:`Batch` comes from the data pipeline
+(:mod:`mmplug.data.pipeline`); :mod:`mmplug.model.build` makes the model from a config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from mmplug.errors import ComponentError
+from mmplug.model.interfaces import Encoder, EncoderOutput, Fusion, Head, Modality
+from mmplug.model.resolve import ResolvedComponent, ResolvedModel
+
+
+@dataclass
+class Batch:
+    """A preprocessed batch.
+
+    Attributes:
+        size: ``B``.
+        inputs: per modality key, the encoder's tensors for the *present* samples only
+            (leading dimension ``present[key].sum()``).
+        present: per modality key, bool ``[B]``.
+    """
+
+    size: int
+    inputs: dict[str, dict[str, Tensor]]
+    present: dict[str, Tensor]
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on ``device``."""
+        return Batch(
+            size=self.size,
+            inputs={k: {n: t.to(device) for n, t in v.items()} for k, v in self.inputs.items()},
+            present={k: v.to(device) for k, v in self.present.items()},
+        )
+
+
+@dataclass
+class ModelOutput:
+    """What :class:`MultimodalModel` returns.
+
+    Attributes:
+        logits: the head's output, ``[B, C]``.
+        fused: the fusion's output, ``[B, F]``.
+        features: per key, the encoder output scattered back to batch order.
+    """
+
+    logits: Tensor
+    fused: Tensor
+    features: dict[str, EncoderOutput] = field(default_factory=dict)
+
+
+class MultimodalModel(nn.Module):
+    """Encoders (one per modality key, in sorted key order), a fusion and a head.
+
+    Args:
+        encoders: modality key -> encoder.
+        fusion: built with the encoders' output dims.
+        head: built with the fusion's output dim.
+        modalities: modality key -> the :class:`Modality` that loads its raw values.
+        resolved: the resolved config the model was built from, if any.
+        modality_dropout: in training mode, the probability of dropping each present
+            modality of a sample (see :func:`drop_modalities`).
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, Encoder],
+        fusion: Fusion,
+        head: Head,
+        modalities: Mapping[str, Modality],
+        resolved: ResolvedModel | None = None,
+        modality_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.modality_dropout = modality_dropout
+        self.encoders = nn.ModuleDict({key: encoders[key] for key in sorted(encoders)})
+        self.fusion = fusion
+        self.head = head
+        self.modalities = {key: modalities[key] for key in sorted(modalities)}
+        self.resolved = resolved
+        # Follows .to(device/dtype) so that modalities absent from a whole batch get zeros
+        # of the right kind.
+        self._anchor: Tensor
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    @property
+    def keys(self) -> list[str]:
+        """The modality keys, sorted."""
+        return list(self.encoders)
+
+    def encoder_items(self) -> list[tuple[str, Encoder]]:
+        """``(key, encoder)`` pairs in sorted key order."""
+        return [(key, cast(Encoder, encoder)) for key, encoder in self.encoders.items()]
+
+    def fit_encoders(self, samples: Sequence[Mapping[str, Any]]) -> None:
+        """Give each encoder the raw values of its key (present ones only) to fit preprocessing."""
+        for key, encoder in self.encoder_items():
+            raws = [s[key] for s in samples if s.get(key) is not None]
+            if raws:
+                encoder.fit(raws)
+
+    def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
+        """Run each encoder on its present samples and scatter the outputs to ``[B, ...]``.
+
+        Absent rows are zeros (tokens masked out). When no sample of the batch has a key, its
+        encoder does not run and ``tokens``/``mask`` are None.
+        """
+        features = {}
+        for key, encoder in self.encoder_items():
+            present = batch.present[key]
+            count = int(present.sum())
+            if count == 0:
+                pooled = self._anchor.new_zeros(batch.size, encoder.output_dim)
+                features[key] = EncoderOutput(pooled)
+                continue
+            out = encoder(batch.inputs[key])
+            _check_encoder_output(key, encoder, out, count)
+            features[key] = _scatter(out, present, batch.size)
+        return features
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        """Encode, fuse and apply the head (after modality dropout, in training mode)."""
+        if self.training and self.modality_dropout > 0:
+            batch = drop_modalities(batch, self.modality_dropout)
+        features = self.encode(batch)
+        fused = self.fusion(features, batch.present)
+        expected = (batch.size, self.fusion.output_dim)
+        if not isinstance(fused, Tensor) or tuple(fused.shape) != expected:
+            got = tuple(fused.shape) if isinstance(fused, Tensor) else type(fused).__name__
+            raise ComponentError(
+                f"fusion {type(self.fusion).__name__} returned {got}, expected {expected}"
+            )
+        return ModelOutput(logits=self.head(fused), fused=fused, features=features)
+
+    def describe(self) -> str:
+        """A few lines on what was built: components, origins, dims and parameter counts."""
+        resolved = self.resolved
+        rows: list[tuple[str, str, nn.Module, ResolvedComponent | None, int]] = [
+            (
+                "encoder",
+                key,
+                encoder,
+                resolved.encoders[key] if resolved else None,
+                encoder.output_dim,
+            )
+            for key, encoder in self.encoder_items()
+        ]
+        rows.append(
+            (
+                "fusion",
+                "",
+                self.fusion,
+                resolved.fusion if resolved else None,
+                self.fusion.output_dim,
+            )
+        )
+        rows.append(
+            ("head", "", self.head, resolved.head if resolved else None, self.head.output_dim)
+        )
+        lines = []
+        for kind, key, module, origin, dim in rows:
+            count = sum(p.numel() for p in module.parameters())
+            what = type(module).__name__
+            if origin is not None:
+                spec = origin.spec
+                what = f"{spec.name} ({spec.distribution} {spec.version})"
+            lines.append(f"  {kind:<8} {key:<10} {what:<40} -> {dim:<5} {count:>12,} params")
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        lines.append(f"  total: {total:,} parameters ({trainable:,} trainable)")
+        return "\n".join(lines)
+
+
+def drop_modalities(batch: Batch, probability: float) -> Batch:
+    """Make each present modality of each sample absent with ``probability``.
+
+    A sample keeps at least one of the modalities it has: when every one of them would be
+    dropped, one chosen at random stays. The encoders' inputs of dropped samples are removed,
+    so encoders run on fewer rows. Draws from torch's random generator on the batch's device.
+    """
+    keys = sorted(batch.present)
+    present = torch.stack([batch.present[key] for key in keys], dim=1)  # [B, K]
+    drop = (torch.rand(present.shape, device=present.device) < probability) & present
+    emptied = present.any(dim=1) & ~(present & ~drop).any(dim=1)
+    if bool(emptied.any()):
+        scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
+        rows = emptied.nonzero().squeeze(1)
+        drop[rows, scores.argmax(dim=1)[rows]] = False
+    kept = present & ~drop
+    inputs: dict[str, dict[str, Tensor]] = {}
+    for column, key in enumerate(keys):
+        still = kept[:, column][batch.present[key]]  # over the encoder's rows
+        if bool(still.all()):
+            inputs[key] = batch.inputs[key]
+        else:
+            inputs[key] = {n: t[still] for n, t in batch.inputs[key].items()} if still.any() else {}
+    present_after = {key: kept[:, column] for column, key in enumerate(keys)}
+    return Batch(size=batch.size, inputs=inputs, present=present_after)
+
+
+def _check_encoder_output(key: str, encoder: Encoder, out: object, count: int) -> None:
+    name = type(encoder).__name__
+    if not isinstance(out, EncoderOutput):
+        raise ComponentError(
+            f"encoder {key!r} ({name}) returned {type(out).__name__}, not EncoderOutput"
+        )
+    if tuple(out.pooled.shape) != (count, encoder.output_dim):
+        raise ComponentError(
+            f"encoder {key!r} ({name}) returned pooled of shape {tuple(out.pooled.shape)}, "
+            f"expected ({count}, {encoder.output_dim}) (present samples, output_dim)"
+        )
+
+
+def _scatter(out: EncoderOutput, present: Tensor, size: int) -> EncoderOutput:
+    """Put the present samples' outputs back in batch order; absent rows are zero, masked out."""
+    if bool(present.all()):
+        return out
+    pooled = out.pooled.new_zeros(size, out.pooled.shape[1])
+    pooled[present] = out.pooled
+    if out.tokens is None or out.mask is None:
+        return EncoderOutput(pooled)
+    tokens = out.tokens.new_zeros(size, *out.tokens.shape[1:])
+    tokens[present] = out.tokens
+    mask = out.mask.new_zeros(size, out.mask.shape[1])
+    mask[present] = out.mask
+    return EncoderOutput(pooled, tokens, mask)

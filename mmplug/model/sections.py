@@ -1,0 +1,119 @@
+"""The ``data`` and ``train`` sections of a config: where the examples are and how to learn.
+
+Like the ``model`` section they are data only, validated by pydantic when the config is
+read; every field has a default except the training manifest. ``mmplug train`` writes them
+back into the run's ``config.yaml`` with every default filled in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+
+from mmplug.model.tasks import class_name
+
+
+class DataConfig(BaseModel):
+    """The ``data`` section: manifests, which column each modality key reads, the labels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: Path = Field(description="Training manifest (JSONL or CSV).")
+    val: Path | None = Field(
+        default=None, description="Validation manifest: metrics each epoch, early stopping."
+    )
+    test: Path | None = Field(default=None, description="Test manifest, evaluated at the end.")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Modality key -> manifest column; a key not listed reads the column of "
+        "its own name.",
+    )
+    label: str = Field(default="label", description="The column holding the target.")
+    classes: list[str] | None = Field(
+        default=None,
+        description="Class names in output order; default: the sorted labels of the "
+        "training manifest.",
+    )
+    label_separator: str = Field(
+        default="|",
+        min_length=1,
+        description="Separates a multilabel row's labels in a CSV cell (JSONL uses lists).",
+    )
+    require_all: bool = Field(
+        default=False, description="A missing value is an error instead of an absent modality."
+    )
+    on_error: Literal["raise", "skip"] = Field(
+        default="raise",
+        description="A row that can't be read stops the run ('raise') or is skipped, counted "
+        "and listed in skipped.jsonl ('skip').",
+    )
+    num_workers: int = Field(
+        default=0, ge=0, description="DataLoader worker processes loading and preprocessing."
+    )
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _names_as_text(cls, value: object) -> object:
+        # YAML reads `classes: [0, 1]` as ints; names are compared as label cells are read.
+        if not isinstance(value, list):
+            return value
+        if any(isinstance(item, bool) for item in value):
+            raise ValueError(
+                "YAML reads yes/no/true/false as booleans: quote class names ('yes', 'no')"
+            )
+        return [class_name(item) if isinstance(item, int | float) else item for item in value]
+
+
+class TrainConfig(BaseModel):
+    """The ``train`` section: optimizer, schedule, precision, stopping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: PositiveInt = Field(default=10, description="Passes over the training manifest.")
+    max_steps: PositiveInt | None = Field(
+        default=None, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    batch_size: PositiveInt = Field(default=32, description="Examples per forward pass.")
+    grad_accumulation: PositiveInt = Field(
+        default=1, description="Forward passes per optimizer step."
+    )
+    lr: float = Field(default=1e-3, gt=0, description="Peak learning rate (AdamW).")
+    encoder_lr: float | None = Field(
+        default=None, gt=0, description="Peak learning rate of the encoders; default: lr."
+    )
+    weight_decay: float = Field(
+        default=0.01, ge=0, description="AdamW weight decay (not applied to biases and norms)."
+    )
+    warmup: float = Field(
+        default=0.1,
+        ge=0,
+        description="Linear warmup: a fraction of all steps if below 1, else a step count.",
+    )
+    min_lr_ratio: float = Field(
+        default=0.0, ge=0, le=1, description="Where the cosine decay ends, as a fraction of lr."
+    )
+    grad_clip: float | None = Field(
+        default=1.0, gt=0, description="Clip the gradients' global norm; null: no clipping."
+    )
+    seed: int = Field(default=0, description="Same seed and data: same metrics.")
+    device: str = Field(
+        default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ..."
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="Mixed precision; fp16 uses a gradient scaler."
+    )
+    monitor: str = Field(
+        default="val_loss",
+        description="Metric that picks the best checkpoint: val_loss or val_<metric>.",
+    )
+    monitor_mode: Literal["auto", "min", "max"] = Field(
+        default="auto", description="Whether lower or higher is better; auto knows losses."
+    )
+    patience: PositiveInt | None = Field(
+        default=None, description="Stop after this many epochs without improvement."
+    )
+    eval_batch_size: PositiveInt | None = Field(
+        default=None, description="Batch size for evaluation; default: batch_size."
+    )

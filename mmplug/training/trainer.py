@@ -1,0 +1,370 @@
+"""The training loop: epochs of forward, loss, backward and update, with checkpoints.
+
+:class:`Trainer` takes a built model and its datasets (see :func:`mmplug.training.train.train`
+for how they are prepared) and runs AdamW with warmup and cosine decay, gradient
+accumulation and clipping, mixed precision, validation with the head's metrics each epoch,
+early stopping, and a ``best/`` and ``last/`` checkpoint after each epoch.
+
+Reproducibility: every epoch reseeds torch, Python and numpy (and the loader's shuffling and
+workers) from ``(seed, epoch)``, so a run resumed from ``last/`` replays the remaining epochs
+exactly as an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmplug.data.pipeline import ManifestDataset, Skipped, make_loader, raise_fatal
+from mmplug.errors import MmplugError
+from mmplug.model.checkpoint import WEIGHTS_FILE, save_model
+from mmplug.model.devices import autocast
+from mmplug.model.multimodal import MultimodalModel
+from mmplug.model.sections import DataConfig, TrainConfig
+from mmplug.model.tasks import Task
+from mmplug.runs.evaluation import Evaluation, evaluate_loader
+from mmplug.runs.rundir import (
+    BEST,
+    LAST,
+    METRICS,
+    OPTIMIZER_STATE,
+    PLOT,
+    RESULTS,
+    SKIPPED,
+    TRAINER_STATE,
+    RunDir,
+)
+from mmplug.training.optim import (
+    jsonable,
+    load_optimizer,
+    make_optimizer,
+    save_optimizer,
+    warmup_cosine,
+)
+from mmplug.training.progress import Reporter, format_metrics, plot_history
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, torch's and (when installed) numpy's global generators."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy comes with torch's usual installs
+        return
+    np.random.seed(seed % 2**32)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch: different epochs and different seeds don't share streams."""
+    return (seed * 1_000_003 + epoch) % 2**63
+
+
+@dataclass
+class TrainerState:
+    """What a checkpoint records besides the weights; JSON in ``trainer.json``."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Runs the epochs of one run and writes its checkpoints and metrics."""
+
+    def __init__(
+        self,
+        model: MultimodalModel,
+        task: Task,
+        settings: TrainConfig,
+        datasets: Mapping[str, ManifestDataset],
+        run: RunDir,
+        reporter: Reporter,
+        device: torch.device,
+        monitor: str,
+        mode: str,
+        data: DataConfig,
+    ) -> None:
+        self.model = model.to(device)
+        self.task = task
+        self.settings = settings
+        self.datasets = datasets
+        self.run = run
+        self.reporter = reporter
+        self.device = device
+        self.monitor = monitor
+        self.mode = mode
+        self.data = data
+        self.state = TrainerState()
+        self.history: list[dict[str, Any]] = []
+        self.optimizer = make_optimizer(model, settings)
+        per_epoch = math.ceil(len(self._loader("train", 0)) / settings.grad_accumulation)
+        self.steps_per_epoch = per_epoch
+        self.total_steps = settings.max_steps or per_epoch * settings.epochs
+        self.epochs = math.ceil(self.total_steps / per_epoch)
+        self.schedule = warmup_cosine(self.total_steps, settings.warmup, settings.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.scaler = torch.amp.grad_scaler.GradScaler(
+            device.type, enabled=settings.precision == "fp16"
+        )
+        self._skipped: dict[tuple[str, int], Skipped] = {}
+
+    def _loader(self, split: str, epoch: int) -> torch.utils.data.DataLoader[Any]:
+        train = split == "train"
+        size = (
+            self.settings.batch_size
+            if train
+            else (self.settings.eval_batch_size or self.settings.batch_size)
+        )
+        return make_loader(
+            self.datasets[split],
+            batch_size=size,
+            train=train,
+            num_workers=self.data.num_workers,
+            seed=epoch_seed(self.settings.seed, epoch),
+        )
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def restore(self, folder: Path) -> None:
+        """Continue from a ``last/`` checkpoint (the model's weights are already loaded)."""
+        meta = json.loads((folder / TRAINER_STATE).read_text())
+        state = self.state = TrainerState(**meta["state"])
+        fresh = [(g["initial_lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
+        load_optimizer(self.optimizer, folder, OPTIMIZER_STATE, meta["optimizer"])
+        self.scheduler.load_state_dict(meta["scheduler"])
+        # The moments carry over; learning rates and decay follow the (maybe changed) settings.
+        for group, (lr, decay) in zip(self.optimizer.param_groups, fresh, strict=True):
+            group["initial_lr"], group["weight_decay"] = lr, decay
+        self.scheduler.base_lrs = [lr for lr, _ in fresh]
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = lr * self.schedule(state.step)
+        if meta["scaler"]:
+            self.scaler.load_state_dict(meta["scaler"])
+        patience = self.settings.patience
+        state.stopped_early = patience is not None and state.bad_epochs >= patience
+        self.history = [line for line in self.run.metrics() if line["epoch"] <= state.epoch]
+        for row in state.skipped:
+            self._skipped[(row["manifest"], row["row"])] = Skipped(**row)
+        self._repair_best()
+        self.reporter.log(f"resuming {self.run.path} after epoch {state.epoch}")
+
+    def _repair_best(self) -> None:
+        """``last/`` is saved before ``best/``: a run killed between the two has a ``last/``
+        whose weights are the best ones while ``best/`` is older. Save them as ``best/``."""
+        state = self.state
+        if state.best_epoch != state.epoch:
+            return
+        try:
+            saved = json.loads((self.run.checkpoint(BEST) / TRAINER_STATE).read_text())
+        except (MmplugError, FileNotFoundError):
+            saved = {}
+        if saved.get("state", {}).get("epoch") != state.epoch:
+            self._save(BEST, optimizer=False)
+
+    def _save(self, name: str, *, optimizer: bool) -> None:
+        self.state.skipped = [s.to_json() for s in self._skipped.values()]
+
+        def extra(folder: Path) -> None:
+            meta: dict[str, Any] = {"state": self.state.__dict__, "metrics": self.history[-1]}
+            if optimizer:
+                meta["optimizer"] = save_optimizer(self.optimizer, folder, OPTIMIZER_STATE)
+                meta["scheduler"] = jsonable(self.scheduler.state_dict())
+                meta["scaler"] = (
+                    jsonable(self.scaler.state_dict()) if self.scaler.is_enabled() else {}
+                )
+            (folder / TRAINER_STATE).write_text(json.dumps(meta, indent=2) + "\n")
+
+        save_model(self.model, self.run.path / name, extra=extra)
+
+    # -- training ------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        """Run the remaining epochs, then evaluate the best checkpoint on the test split."""
+        state = self.state
+        if state.epoch >= self.epochs or state.stopped_early or state.step >= self.total_steps:
+            self.reporter.log(f"{self.run.path}: training already finished at epoch {state.epoch}")
+        else:
+            self._describe()
+        started = time.perf_counter()
+        while state.epoch < self.epochs and not state.stopped_early:
+            if state.step >= self.total_steps:
+                break
+            self._epoch(state.epoch + 1)
+        self._finish(time.perf_counter() - started)
+
+    def _describe(self) -> None:
+        sizes = ", ".join(f"{len(ds)} {split}" for split, ds in self.datasets.items())
+        self.reporter.log(f"run: {self.run.path}")
+        self.reporter.log(self.model.describe())
+        self.reporter.log(
+            f"rows: {sizes}; device {self.device}, precision {self.settings.precision}; "
+            f"{self.steps_per_epoch} steps per epoch, {self.total_steps} in all; "
+            f"monitoring {self.monitor} ({self.mode})"
+        )
+
+    def _epoch(self, epoch: int) -> None:
+        started = time.perf_counter()
+        seed_everything(epoch_seed(self.settings.seed, epoch))
+        train_loss = self._train_epoch(epoch)
+        line: dict[str, Any] = {
+            "epoch": epoch,
+            "step": self.state.step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss,
+        }
+        if "val" in self.datasets:
+            line.update(self._evaluate("val", epoch).flat("val"))
+        line["seconds"] = round(time.perf_counter() - started, 2)
+        self.history.append(line)
+        self.run.write_jsonl(METRICS, self.history)
+        value = float(line[self.monitor])
+        state = self.state
+        state.epoch = epoch
+        improved = self._better(value, state.best)
+        if improved:
+            state.best, state.best_epoch, state.bad_epochs = value, epoch, 0
+        else:
+            state.bad_epochs += 1
+        patience = self.settings.patience
+        state.stopped_early = patience is not None and state.bad_epochs >= patience
+        # last/ first: resuming from it can always rebuild best/ (see _repair_best)
+        self._save(LAST, optimizer=True)
+        if improved:
+            self._save(BEST, optimizer=False)
+        shown = {k: v for k, v in line.items() if k not in ("epoch", "lr")}
+        self.reporter.log(f"epoch {epoch}/{self.epochs}  {format_metrics(shown)}")
+        if state.stopped_early:
+            self.reporter.log(
+                f"stopping early: {self.monitor} has not improved for {patience} epochs"
+            )
+
+    def _better(self, value: float, best: float | None) -> bool:
+        if best is None or math.isnan(best):
+            return True
+        if math.isnan(value):
+            return False
+        return value < best if self.mode == "min" else value > best
+
+    def _train_epoch(self, epoch: int) -> float:
+        model, settings, device = self.model, self.settings, self.device
+        model.train()
+        loader = self._loader("train", epoch)
+        batches = len(loader)
+        accumulation = settings.grad_accumulation
+        total, count, passes = 0.0, 0, 0
+        with self.reporter.bar(f"epoch {epoch}/{self.epochs}", batches) as advance:
+            for index, loaded in enumerate(loader):
+                raise_fatal(loaded.skipped)
+                self._note_skipped(loaded.skipped)
+                group_start = index - index % accumulation
+                group_size = min(accumulation, batches - group_start)
+                if loaded.batch is not None and loaded.targets is not None:
+                    passes += 1
+                    batch, targets = loaded.batch.to(device), loaded.targets.to(device)
+                    with autocast(device, settings.precision):
+                        logits = model(batch).logits
+                    loss = model.head.loss(logits.float(), targets)
+                    if not torch.isfinite(loss):
+                        raise MmplugError(
+                            f"the training loss became {float(loss)} at epoch {epoch}, step "
+                            f"{self.state.step}; try a lower train.lr or precision fp32"
+                        )
+                    self.scaler.scale(loss / group_size).backward()  # type: ignore[no-untyped-call]
+                    total += float(loss.detach()) * batch.size
+                    count += batch.size
+                    advance(loss=total / count)
+                else:
+                    advance()
+                if (index + 1) % accumulation == 0 or index + 1 == batches:
+                    if passes:  # a group whose rows were all skipped has no gradients
+                        self._step(model)
+                    passes = 0
+                    if self.state.step >= self.total_steps:
+                        break
+        if not count:
+            raise MmplugError(
+                f"no row of {self.datasets['train'].manifest.path} could be read in epoch "
+                f"{epoch}; see the skipped rows above"
+            )
+        return total / count
+
+    def _step(self, model: nn.Module) -> None:
+        if self.settings.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.state.step += 1
+
+    def _evaluate(self, split: str, epoch: int, *, confusion: bool = False) -> Evaluation:
+        loader = self._loader(split, epoch)
+        with self.reporter.bar(f"  {split}", len(loader)) as advance:
+            result = evaluate_loader(
+                self.model,
+                loader,
+                self.device,
+                self.task,
+                precision=self.settings.precision,
+                confusion=confusion,
+                progress=advance,
+            )
+        self._note_skipped(result.skipped)
+        if not result.count:
+            raise MmplugError(f"no row of {self.datasets[split].manifest.path} could be read")
+        return result
+
+    def _note_skipped(self, skipped: Sequence[Skipped]) -> None:
+        for row in skipped:
+            self._skipped.setdefault((row.manifest, row.row), row)
+
+    def _finish(self, seconds: float) -> None:
+        """Evaluate the best weights on the test split; write results, skipped rows, plot."""
+        from safetensors.torch import load_model as load_weights
+
+        state = self.state
+        results: dict[str, Any] = {
+            "best_epoch": state.best_epoch,
+            "monitor": self.monitor,
+            "best": state.best,
+            "epochs": state.epoch,
+            "steps": state.step,
+            "stopped_early": state.stopped_early,
+        }
+        if "test" in self.datasets and state.best_epoch is not None:
+            load_weights(self.model, str(self.run.checkpoint(BEST) / WEIGHTS_FILE), strict=False)
+            test = self._evaluate("test", 0, confusion=True)
+            results["test"] = {"loss": test.loss, **test.metrics, "count": test.count}
+            if test.confusion is not None:
+                results["test"]["confusion"] = test.confusion
+            shown = format_metrics({"loss": test.loss, **test.metrics})
+            self.reporter.log(f"test (best epoch {state.best_epoch}): {shown}")
+        skipped = [row.to_json() for _, row in sorted(self._skipped.items())]
+        results["skipped"] = len(skipped)
+        results["seconds"] = round(seconds, 2)
+        if skipped:
+            self.run.write_jsonl(SKIPPED, skipped)
+            self.reporter.log(
+                f"skipped {len(skipped)} row(s) that could not be read; see "
+                f"{self.run.path / SKIPPED}"
+            )
+        self.run.write_json(RESULTS, results)
+        if self.history:
+            plot_history(self.history, self.monitor, self.run.path / PLOT)
+        self.reporter.log(f"done: {self.run.path}")
