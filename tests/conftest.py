@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 import mmplug
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 
 pytest_plugins = ["pytester"]
 

@@ -15,7 +15,7 @@ import mmplug
 from mmplug import ComponentError, Encoder, EncoderOutput, Pipeline
 from mmplug.model.build import build_model
 from mmplug.model.multimodal import MultimodalModel
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 
 from .conftest import make_toy_host
 

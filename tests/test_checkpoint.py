@@ -12,7 +12,8 @@ from torch import Tensor
 
 import mmplug
 from mmplug import ComponentError, ConfigError, Encoder, EncoderOutput, MmplugError, Pipeline
-from mmplug.plugins.loading import PluginHost, load_plugins
+from mmplug.plugins.host import PluginHost
+from mmplug.plugins.loading import load_plugins
 
 from .conftest import Plugin
 

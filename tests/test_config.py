@@ -10,7 +10,7 @@ import pytest
 from mmplug.errors import ConfigError
 from mmplug.model.config import Config, apply_overrides, load_config
 from mmplug.model.resolve import resolve_model
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 
 from .conftest import Plugin
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import mmplug
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 
 from .conftest import ROOT
 

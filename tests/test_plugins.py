@@ -11,7 +11,8 @@ import pytest
 
 import mmplug
 from mmplug.errors import PluginLoadError
-from mmplug.plugins.loading import PluginHost, discover, load_plugins
+from mmplug.plugins.host import PluginHost
+from mmplug.plugins.loading import discover, load_plugins
 
 from .conftest import FakeDist, heads
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 import mmplug
 from mmplug.errors import DuplicateComponentError, UnknownComponentError
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 from mmplug.plugins.registry import NoParams, Registry
 
 from .conftest import Plugin

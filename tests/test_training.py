@@ -21,7 +21,8 @@ from training_helpers import CLASSES, metric_lines, toy_config, toy_data, toy_ro
 import mmplug
 from mmplug import ConfigError, DataError, MmplugError
 from mmplug.errors import MmplugWarning
-from mmplug.plugins.loading import PluginHost, load_plugins
+from mmplug.plugins.host import PluginHost
+from mmplug.plugins.loading import load_plugins
 from mmplug.training.progress import Reporter
 
 QUIET = Reporter(quiet=True)

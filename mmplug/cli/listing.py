@@ -16,7 +16,7 @@ from mmplug.errors import MmplugError, UnknownComponentError
 from mmplug.kinds import KINDS
 
 if TYPE_CHECKING:
-    from mmplug.plugins.loading import PluginHost
+    from mmplug.plugins.host import PluginHost
 
 
 def add_listing_commands(commands: Any) -> None:

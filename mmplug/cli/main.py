@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from mmplug.cli.listing import add_listing_commands
 from mmplug.cli.running import add_running_commands
 from mmplug.errors import MmplugError, MmplugWarning
-from mmplug.plugins.loading import PluginHost, env_flag, load_plugins
+from mmplug.plugins.host import PluginHost
+from mmplug.plugins.loading import env_flag, load_plugins
 from mmplug.version import __version__
 
 USER_ERROR = 2

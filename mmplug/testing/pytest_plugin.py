@@ -20,7 +20,7 @@ import pytest
 pytest.register_assert_rewrite("mmplug.testing.checks")
 
 if TYPE_CHECKING:
-    from mmplug.plugins.loading import PluginHost
+    from mmplug.plugins.host import PluginHost
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 import mmplug
 import mmplug_audio
 from mmplug import EncoderOutput, Fusion, Head
-from mmplug.plugins.loading import PluginHost, load_plugins
+from mmplug.plugins.host import PluginHost
+from mmplug.plugins.loading import load_plugins
 
 TONE_HZ = 440.0
 

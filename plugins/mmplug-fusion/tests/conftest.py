@@ -11,7 +11,7 @@ from torch import Tensor
 
 import mmplug_fusion
 from mmplug import EncoderOutput
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 from mmplug.plugins.registry import ComponentSpec
 
 DISTRIBUTION = "mmplug-fusion"

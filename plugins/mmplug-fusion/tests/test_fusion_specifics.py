@@ -18,7 +18,8 @@ from torch import Tensor, nn
 import mmplug
 import mmplug_fusion
 from mmplug import ComponentError, Encoder, EncoderOutput, Head, Modality, build_model
-from mmplug.plugins.loading import PluginHost, discover, load_plugins
+from mmplug.plugins.host import PluginHost
+from mmplug.plugins.loading import discover, load_plugins
 from mmplug.plugins.registry import ComponentSpec, normalize_distribution
 
 Build = Callable[..., Any]
@@ -282,7 +283,7 @@ def test_installed_entry_point_is_discovered(specs: dict[str, ComponentSpec]) ->
 def test_entry_module_does_not_import_torch() -> None:
     code = (
         "import sys, mmplug_fusion\n"
-        "from mmplug.plugins.loading import PluginHost\n"
+        "from mmplug.plugins.host import PluginHost\n"
         "host = PluginHost(strict=True)\n"
         "host.add(mmplug_fusion, name='fusion', distribution='mmplug-fusion')\n"
         "assert len(host.registry.components('fusion')) == 9\n"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from mmplug import EncoderOutput, Fusion
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 from mmplug.plugins.registry import ComponentSpec
 
 DIMS: dict[int, dict[str, int]] = {

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 import mmplug
 import mmplug_image
 from mmplug import ComponentError, ConfigError, EncoderOutput, Fusion
-from mmplug.plugins.loading import PluginHost, discover, load_plugins
+from mmplug.plugins.host import PluginHost
+from mmplug.plugins.loading import discover, load_plugins
 
 ONLY_THIS = {"MMPLUG_LOAD_PLUGINS": "mmplug-image"}  # other plugins' state is not our concern
 ENCODERS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 import mmplug
 from mmplug.model.interfaces import EncoderOutput, Fusion
-from mmplug.plugins.loading import PluginHost, load_plugins
+from mmplug.plugins.host import PluginHost
+from mmplug.plugins.loading import load_plugins
 from mmplug_text import __version__
 
 WORDS = [

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 import mmplug
 from mmplug import ComponentError, ConfigError, DataError
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 from mmplug_text import BertParams
 from mmplug_text.bert import BertEncoder
 

@@ -10,7 +10,7 @@ import torch
 
 import mmplug
 from mmplug import DataError
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 from mmplug_text.modality import TextModality
 
 

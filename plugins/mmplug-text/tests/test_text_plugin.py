@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mmplug.cli import main
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 from mmplug_text import __version__
 
 

@@ -14,7 +14,7 @@ import yaml
 
 import mmplug
 from mmplug import ComponentError, DataError
-from mmplug.plugins.loading import PluginHost
+from mmplug.plugins.host import PluginHost
 from mmplug_text import SIZES
 from mmplug_text.bert import BertEncoder
 from mmplug_text.vocab import SPECIAL_TOKENS, preset_config, train_wordpiece
