@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/text_batching.py
 	$(BIN)/python benchmarks/training_step.py
+	$(BIN)/python benchmarks/worker_payload.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

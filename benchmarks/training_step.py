@@ -5,8 +5,8 @@ and a small generated demo dataset:
 
 - the AdamW step with ``foreach=True`` vs one kernel per tensor (torch's CPU default, which
   ``mmplug.optim`` keeps: on a 2-core CPU the two are within noise of each other);
-- one pass of loading and preprocessing the training split (the ``DataLoader`` with
-  ``Collate``, no model step) with ``data.num_workers`` 0 (the default) vs 2.
+- one pass of loading and preprocessing the training split (the ``DataLoader`` over the
+  data pipeline, no model step) with ``data.num_workers`` 0 (the default) vs 2.
 
 Usage::
 
@@ -22,13 +22,10 @@ import time
 from pathlib import Path
 
 import torch
+from demo_setup import demo_setup
 from timing import timed
 
-from mmplug.data import ManifestDataset, make_loader, read_manifest
-from mmplug.demo import KEYS, demo_config
-from mmplug.demo.dataset import CLASSES, generate
-from mmplug.labels import Labels
-from mmplug.model.build import build_model
+from mmplug.data.pipeline import make_loader
 from mmplug.model.sections import TrainConfig
 
 
@@ -40,14 +37,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as folder:
-        data = generate(Path(folder), train=args.rows, val=0, test=0, image_size=32)
-        config = demo_config(KEYS, Path(folder), fusion="concat", epochs=1, seed=0)
-        config["model"]["head"]["num_classes"] = len(CLASSES)
-        model = build_model({"model": config["model"]})
-        manifest = read_manifest(data.train)
-        columns = config["data"]["columns"]
-        loaded = ManifestDataset(manifest, columns, model.modalities)
-        model.fit_encoders([loaded[i].values for i in range(len(loaded))])  # type: ignore[union-attr]
+        model, dataset = demo_setup(Path(folder), args.rows)
 
         parameters = sum(p.numel() for p in model.parameters())
         print(f"model: {parameters:,} parameters in {len(list(model.parameters()))} tensors")
@@ -70,11 +60,9 @@ def main() -> None:
             f"{steps[False] * 1e3:.1f} ms ({steps[False] / steps[True]:.2f}x)"
         )
 
-        labels = Labels.from_values("classification", [], classes=CLASSES)
-        dataset = ManifestDataset(manifest, columns, model.modalities, labels=labels)
         passes = {}
         for workers in (0, 2):
-            loader = make_loader(dataset, model, batch_size=32, train=True, num_workers=workers)
+            loader = make_loader(dataset, batch_size=32, train=True, num_workers=workers)
             passes[workers] = timed(lambda loader=loader: list(loader), max(1, args.repeat // 2))
         print(
             f"loading + preprocessing {args.rows} rows: 0 workers {passes[0]:.2f} s, 2 workers "

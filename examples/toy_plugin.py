@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 import mmplug
@@ -52,7 +52,7 @@ class WordModality(Modality):
         return value
 
 
-class MLPParams(BaseModel):
+class MLPParams(mmplug.Params):
     input_size: int = Field(ge=1, description="Length of each vector.")
     dim: int = Field(default=32, ge=1, description="Output size.")
 
@@ -79,7 +79,7 @@ class MLPEncoder(Encoder):
         return EncoderOutput(pooled=self.net(values))
 
 
-class CharBagParams(BaseModel):
+class CharBagParams(mmplug.Params):
     buckets: int = Field(default=512, ge=2, description="Hash buckets for characters.")
     dim: int = Field(default=32, ge=1, description="Embedding size.")
     max_length: int = Field(default=32, ge=1, description="Characters kept per word.")
@@ -115,7 +115,7 @@ class CharBagEncoder(Encoder):
         return EncoderOutput(pooled=pooled, tokens=tokens, mask=mask)
 
 
-class MeanFusionParams(BaseModel):
+class MeanFusionParams(mmplug.Params):
     dim: int = Field(default=64, ge=1, description="Common size each modality is projected to.")
 
 

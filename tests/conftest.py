@@ -36,6 +36,7 @@ def toy_plugin() -> ModuleType:
     spec = importlib.util.spec_from_file_location("toy_plugin", ROOT / "examples" / "toy_plugin.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["toy_plugin"] = module  # importable by name (pickling), as an installed one is
     spec.loader.exec_module(module)
     return module
 

@@ -64,7 +64,7 @@ def test_distribution_selects_its_components(toy_plugin: ModuleType) -> None:
         "char-bag",
         "mean",
     }
-    with pytest.raises(LookupError, match="no component is registered by distribution 'nobody'"):
+    with pytest.raises(LookupError, match="no component or entry point of distribution 'nobody'"):
         _toy_kit(toy_plugin, distribution="nobody").checks()
 
 
@@ -144,7 +144,7 @@ def _run(kit: Conformance, check_id: str) -> str:
             "encoder 'batch-norm' (acme-broken 0.1): sample 0 alone differs from it in a batch",
         ),
         ("encoder:batch-norm:gradients", "no gradient reached 2 trainable parameter(s): unused."),
-        ("fusion:leaky:absent_has_no_influence", "changing an absent modality's features"),
+        ("fusion:leaky:absent_has_no_influence", "filling absent rows, their masks and padded"),
         ("fusion:leaky:all_absent_finite", None),
         ("modality:lax:rejects_bad_values", "raised TypeError"),
     ],
@@ -201,10 +201,13 @@ def test_a_plugin_test_file_is_a_few_lines(
     pytester.makepyfile(
         f"""
         import importlib.util
+        import sys
+
         from mmplug.testing import Conformance
 
         spec = importlib.util.spec_from_file_location("toy", {str(toy_plugin.__file__)!r})
         toy = importlib.util.module_from_spec(spec)
+        sys.modules["toy"] = toy  # importable by name, as an installed plugin is
         spec.loader.exec_module(toy)
 
         conformance = Conformance(
@@ -220,8 +223,8 @@ def test_a_plugin_test_file_is_a_few_lines(
         """
     )
     result = pytester.runpytest_subprocess("-q", "-k", "not freeze")
-    # 2 modalities x 3 checks + 2 encoders x 6 + 1 fusion x 7; the toy encoders have no freeze
-    result.assert_outcomes(passed=25, deselected=2)
+    # 2 modalities x 4 checks + 2 encoders x 9 + 1 fusion x 9; the toy encoders have no freeze
+    result.assert_outcomes(passed=33, deselected=2)
 
 
 # -- a component that breaks the interface fails by name, not with a stray exception ----------
@@ -297,3 +300,159 @@ def test_interface_breaks_are_named(toy_plugin: ModuleType, check_id: str, expec
     assert message.startswith(
         f"{check_id.split(':')[0]} {check_id.split(':')[1]!r} (acme-broken 0.1)"
     )
+
+
+# -- the stricter checks catch what they are for ----------------------------------------------
+
+
+class BatchMeanFusion(Fusion):
+    """Centres each row on the batch mean: a row alone gives another output."""
+
+    def __init__(self, input_dims: dict[str, int]) -> None:
+        super().__init__()
+        self.output_dim = 2
+        self.project = nn.ModuleDict({k: nn.Linear(d, 2) for k, d in input_dims.items()})
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> Tensor:
+        out = sum(
+            torch.where(present[k][:, None], self.project[k](features[k].pooled), 0.0)
+            for k in sorted(features)
+        )
+        return out - out.mean(0, keepdim=True)  # type: ignore[no-any-return, union-attr]
+
+
+class PaddingReader(ParameterFree):
+    """Averages every token, padding included: what padded positions hold leaks in."""
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> Tensor:
+        parts = []
+        for key in sorted(features):
+            out = features[key]
+            tokens = out.tokens if out.tokens is not None else out.pooled[:, None]
+            here = present[key][:, None]
+            parts.append(torch.where(here, torch.nan_to_num(tokens).mean(1), 0.0))
+        return torch.cat(parts, dim=-1)
+
+
+class DefaultsDiffer(BatchNormalised):
+    def __init__(self, width: int = 5) -> None:  # the params model says 3
+        super().__init__()
+
+
+class StalePreprocessor(Encoder):
+    """Hands out a copy of its vocabulary: a preprocessor made before fit never learns it."""
+
+    modality = "word"
+    output_dim = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vocab: dict[str, int] = {}
+        self.embed = nn.Embedding(16, 2)
+
+    def fit(self, raws: list[Any]) -> None:
+        self.vocab = {word: i + 1 for i, word in enumerate(sorted(set(raws)))}
+
+    def preprocessor(self) -> Any:
+        return _Lookup(dict(self.vocab))
+
+    def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+        return _Lookup(self.vocab)(raws)
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        return EncoderOutput(self.embed(inputs["ids"]))
+
+
+class _Lookup:
+    def __init__(self, vocab: dict[str, int]) -> None:
+        self.vocab = vocab
+
+    def __call__(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+        return {"ids": torch.tensor([self.vocab.get(raw, 0) for raw in raws])}
+
+
+class WrongTask(mmplug.Head):
+    task = "ranking"
+    output_dim = 2
+
+    def forward(self, fused: Tensor) -> Tensor:
+        return fused[:, :2]
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return outputs.sum()
+
+    def predict(self, outputs: Tensor) -> Tensor:
+        return outputs
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
+
+
+def _stricter_kit(toy_plugin: ModuleType) -> Conformance:
+    from pydantic import Field
+
+    class WidthParams(mmplug.Params):
+        width: int = Field(default=3)
+
+    host = make_toy_host(toy_plugin)
+    host.add(
+        Plugin(
+            register_encoders=[
+                (("defaults", DefaultsDiffer), {"modality": "numbers", "params": WidthParams}),
+                (("stale", StalePreprocessor), {"modality": "word"}),
+            ],
+            register_fusions=[
+                (("batch-mean", BatchMeanFusion), {}),
+                (("padding", PaddingReader), {}),
+            ],
+            register_heads=[(("ranking", lambda input_dim: WrongTask()), {})],
+        ),
+        name="broken",
+        distribution="acme-broken",
+        version="0.1",
+    )
+    return Conformance(
+        "acme-broken",
+        registry=host.registry,
+        samples=TOY_SAMPLES,
+        targets={"ranking": lambda outputs: outputs},
+    )
+
+
+@pytest.mark.parametrize(
+    ("check_id", "expected"),
+    [
+        ("fusion:batch-mean:batch_independent", "row 0 alone differs from it in the batch"),
+        ("fusion:padding:absent_has_no_influence", "changed the output"),
+        ("encoder:defaults:constructor_defaults", "width: 5 in the factory, 3 in the params"),
+        ("encoder:stale:preprocessor", "preprocessor() made before fit differs"),
+        ("head:ranking:task", "task_class() raised ComponentError"),
+    ],
+)
+def test_stricter_checks_catch_their_bug(
+    toy_plugin: ModuleType, check_id: str, expected: str
+) -> None:
+    message = _run(_stricter_kit(toy_plugin), check_id)
+    assert expected in message and "acme-broken 0.1" in message
+
+
+def test_variants_run_every_check_again_with_their_params(toy_plugin: ModuleType) -> None:
+    kit = _toy_kit(toy_plugin, variants={"mean": [{"dim": 3}]})
+    ids = {check.id for check in kit.checks()}
+    assert "fusion:mean[dim=3]:batch_independent" in ids and "fusion:mean:key_order" in ids
+    [check] = [c for c in kit.checks() if c.id == "fusion:mean[dim=3]:output_shape"]
+    check()
+    broken = _toy_kit(toy_plugin, variants={"mean": [{"dim": 0}]})
+    [check] = [c for c in broken.checks() if c.id == "fusion:mean[dim=0]:output_shape"]
+    with pytest.raises(AssertionError, match=r"fusion 'mean' \(toy-plugin 1.0\) with dim=0"):
+        check()
+
+
+def test_an_entry_point_module_that_imports_torch_fails(fake_dist: Any) -> None:
+    from mmplug.testing.checks.plugin import check_imports_no_torch
+
+    cheap = fake_dist("mmplug-cheap", "1.0", "import json\n")
+    heavy = fake_dist("mmplug-heavy", "1.0", "import torch\n")
+    check_imports_no_torch(cheap)
+    with pytest.raises(AssertionError, match=f"entry-point module '{heavy}' imports torch"):
+        check_imports_no_torch(heavy)

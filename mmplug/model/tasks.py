@@ -118,9 +118,10 @@ class Task(ABC):
     def describe(self, prediction: Tensor) -> dict[str, Any]:
         """One sample's ``Head.predict`` output -> what a user reads."""
 
-    def direction(self, metric: str) -> Direction:
+    @classmethod
+    def direction(cls, metric: str) -> Direction:
         """Whether lower (``min``) or higher (``max``) values of a head metric are better."""
-        return "min" if metric == "loss" or metric in self.lower_is_better else "max"
+        return "min" if metric == "loss" or metric in cls.lower_is_better else "max"
 
     @abstractmethod
     def to_json(self) -> dict[str, Any]:

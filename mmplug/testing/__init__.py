@@ -9,6 +9,7 @@ A plugin's whole conformance test is a few lines::
         "mmplug-tabular",  # check every component this distribution registers
         samples={"tabular": [[0.5, 1.0, 2.0], [3.0, -1.0, 0.0], [1.0, 1.0, 1.0]]},
         params={"tabular-mlp": {"num_features": 3}},
+        variants={"tabular-mlp": [{"hidden_dims": []}]},  # bugs hide behind other params
     )
 
 
@@ -16,10 +17,12 @@ A plugin's whole conformance test is a few lines::
     def test_conformance(check):
         check()
 
-Each (component, check) pair is its own test, with an id such as
-``encoder:tabular-mlp:batch_independent``, so ``pytest -k batch_independent`` works.
-A failing check raises ``AssertionError`` naming the component and what was expected
-against what was found. The checks themselves are in :mod:`mmplug.testing.checks`.
+Each (component, params, check) is its own test, with an id such as
+``encoder:tabular-mlp:batch_independent`` or, for a variant,
+``encoder:tabular-mlp[hidden_dims=[]]:batch_independent``, so ``pytest -k`` selects them. The
+distribution's entry-point modules are checked too (``plugin:tabular:imports_no_torch``).
+A failing check raises ``AssertionError`` naming the component and what was expected against
+what was found. The checks themselves are in :mod:`mmplug.testing.checks`.
 
 The kit is also a pytest plugin (entry point ``mmplug`` in group ``pytest11``, see
 :mod:`mmplug.testing.pytest_plugin`), loaded wherever mmplug is installed.
@@ -27,6 +30,7 @@ The kit is also a pytest plugin (entry point ``mmplug`` in group ``pytest11``, s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -52,13 +56,15 @@ class Conformance:
     """The conformance checks for a set of registered components.
 
     Args:
-        distribution: check the components this distribution registers (``mmplug-text``);
-            None checks every component of the registry.
+        distribution: check the components (and entry-point modules) this distribution
+            registers (``mmplug-text``); None checks every component of the registry.
         samples: modality name -> at least two values of that modality, as a manifest or a
             Python caller gives them (they go through the modality's ``load``). Give values of
             different sizes (a short and a long text): batch independence is checked on them.
         params: component name -> params to build it with, on top of its defaults: required
             params, and small sizes that keep the checks fast.
+        variants: component name -> more param sets, each on top of ``params``; every check
+            runs once more per variant (the code paths other params take).
         bad_values: modality name -> values its loader must reject with ``DataError``, on top
             of an ``object()``, which every loader must reject.
         targets: head task -> ``make(outputs)`` returning targets for ``loss(outputs, ...)``,
@@ -73,6 +79,7 @@ class Conformance:
     distribution: str | None = None
     samples: Mapping[str, SampleSource] = field(default_factory=dict)
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    variants: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     bad_values: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     targets: Mapping[str, Callable[[Tensor], Tensor]] = field(default_factory=dict)
     skip: Mapping[str, str] = field(default_factory=dict)
@@ -104,21 +111,50 @@ class Conformance:
         wanted = normalize_distribution(self.distribution)
         return [s for s in specs if normalize_distribution(s.distribution) == wanted]
 
+    def cases(self) -> list[Case]:
+        """Every component with each of its param sets: the defaults, then each variant."""
+        return [
+            Case(self, spec, dict(variant))
+            for spec in self.components()
+            for variant in [{}, *self._lookup(self.variants, spec, ())]
+        ]
+
     def checks(self) -> list[Check]:
-        """Every (component, check) pair."""
-        from mmplug.testing.checks import CHECKS
+        """Every check: (component, params, check) pairs, then the entry-point modules'."""
+        from mmplug.testing.checks import CHECKS, PLUGIN_CHECKS
 
         found = [
-            Check(self, spec, name, function)
-            for spec in self.components()
-            for name, function in CHECKS[spec.kind].items()
+            Check(case.id(name), _bind(function, case), case.skip_reason)
+            for case in self.cases()
+            for name, function in CHECKS[case.spec.kind].items()
+        ]
+        found += [
+            Check(f"plugin:{entry}:{name}", _bind(function, module), None)
+            for entry, module in self.entry_modules()
+            for name, function in PLUGIN_CHECKS.items()
         ]
         if self.distribution is not None and not found:
             raise LookupError(
-                f"no component is registered by distribution {self.distribution!r}: is it "
+                f"no component or entry point of distribution {self.distribution!r}: is it "
                 "installed (pip install -e .) and does its entry point load "
                 "(mmplug plugins)?"
             )
+        return found
+
+    def entry_modules(self) -> list[tuple[str, str]]:
+        """``(entry-point name, module)`` of the distribution's installed plugins (core's
+        default plugin modules for ``mmplug``); plugin objects given with ``plugins=`` are
+        not installed and have none."""
+        from mmplug.plugins.loading import CORE_DISTRIBUTION, DEFAULT_PLUGINS, discover
+        from mmplug.plugins.registry import normalize_distribution
+
+        wanted = normalize_distribution(self.distribution or "")
+        found = []
+        if self.distribution is None or wanted == CORE_DISTRIBUTION:
+            found += [(module, module) for module in DEFAULT_PLUGINS]
+        for plugin in discover():
+            if self.distribution is None or normalize_distribution(plugin.distribution) == wanted:
+                found.append((plugin.name, plugin.module.partition(":")[0]))
         return found
 
     def parametrize(self, argname: str = "check") -> pytest.MarkDecorator:
@@ -139,10 +175,7 @@ class Conformance:
 
     def params_for(self, spec: ComponentSpec) -> dict[str, Any]:
         """The params given for ``spec``, by qualified or bare name."""
-        for key in (spec.qualified_name, spec.name):
-            if key in self.params:
-                return dict(self.params[key])
-        return {}
+        return dict(self._lookup(self.params, spec, {}))
 
     def samples_for(self, modality: str) -> list[Any]:
         """The sample values of a modality (calling the factory if one was given)."""
@@ -160,35 +193,78 @@ class Conformance:
         return values
 
     def skip_reason(self, spec: ComponentSpec) -> str | None:
+        reason: str | None = self._lookup(self.skip, spec, None)
+        return reason
+
+    @staticmethod
+    def _lookup(table: Mapping[str, Any], spec: ComponentSpec, default: Any) -> Any:
         for key in (spec.qualified_name, spec.name):
-            if key in self.skip:
-                return self.skip[key]
-        return None
+            if key in table:
+                return table[key]
+        return default
+
+
+@dataclass(frozen=True)
+class Case:
+    """One component with one param set, as the checks build it.
+
+    Attributes:
+        kit: the conformance run (samples, params, targets).
+        spec: the registered component.
+        variant: params on top of the kit's ``params`` for it ({} for the defaults).
+    """
+
+    kit: Conformance = field(repr=False)
+    spec: ComponentSpec
+    variant: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``dim=null,hidden_dims=[6]``: the variant as ids and messages show it."""
+        return ",".join(f"{k}={json.dumps(v, default=repr)}" for k, v in self.variant.items())
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The params given: the kit's for this component, then the variant's."""
+        return {**self.kit.params_for(self.spec), **self.variant}
+
+    def who(self) -> str:
+        """``encoder 'bert' (mmplug-text 0.1.0)``, plus ``with pooling="cls"`` for a variant:
+        how failures name the component."""
+        spec = self.spec
+        named = f"{spec.kind} {spec.name!r} ({spec.distribution} {spec.version})"
+        return f"{named} with {self.label}" if self.variant else named
+
+    def id(self, check: str) -> str:
+        name = f"{self.spec.name}[{self.label}]" if self.variant else self.spec.name
+        return f"{self.spec.kind}:{name}:{check}"
+
+    @property
+    def skip_reason(self) -> str | None:
+        return self.kit.skip_reason(self.spec)
 
 
 @dataclass(frozen=True)
 class Check:
-    """One check of one component; call it to run it.
+    """One check, ready to run: call it.
 
     Attributes:
-        id: ``kind:name:check`` (the pytest id).
+        id: ``kind:name:check`` (``kind:name[variant]:check``, ``plugin:entry:check``), the
+            pytest id.
+        run: runs the check; raises ``AssertionError`` when it fails.
+        skip_reason: why it is skipped, if it is.
     """
 
-    conformance: Conformance = field(repr=False)
-    spec: ComponentSpec
-    name: str
-    function: Callable[[Conformance, ComponentSpec], None] = field(repr=False)
-
-    @property
-    def id(self) -> str:
-        return f"{self.spec.kind}:{self.spec.name}:{self.name}"
-
-    @property
-    def skip_reason(self) -> str | None:
-        return self.conformance.skip_reason(self.spec)
+    id: str
+    run: Callable[[], None] = field(repr=False)
+    skip_reason: str | None = None
 
     def __call__(self) -> None:
-        self.function(self.conformance, self.spec)
+        self.run()
 
 
-__all__ = ["Check", "Conformance", "SampleSource"]
+def _bind(function: Callable[[Any], None], subject: Any) -> Callable[[], None]:
+    return lambda: function(subject)
+
+
+__all__ = ["Case", "Check", "Conformance", "SampleSource"]

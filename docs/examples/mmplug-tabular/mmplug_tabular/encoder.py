@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ class TabularMLP(Encoder):
     def __init__(
         self,
         num_features: int,
-        hidden_dims: list[int] | None = None,
+        hidden_dims: Sequence[int] = (64,),
         dim: int = 64,
         dropout: float = 0.0,
         freeze: bool = False,
@@ -43,7 +44,7 @@ class TabularMLP(Encoder):
         self.register_buffer("std", torch.ones(num_features))
         layers: list[nn.Module] = []
         size = 2 * num_features  # values and missing indicators
-        for hidden in hidden_dims or []:
+        for hidden in hidden_dims:
             layers += [nn.Linear(size, hidden), nn.GELU(), nn.Dropout(dropout)]
             size = hidden
         layers.append(nn.Linear(size, dim))

@@ -1,0 +1,233 @@
+"""Checks of a fusion, for 1, 2 and 3 modalities of different sizes and token counts.
+
+The features are what assembly hands a fusion: per key, ``pooled`` ``[B, D]`` with zero rows
+for absent samples, ``tokens`` ``[B, T, D]`` and a ``mask`` that is False on padding and on
+absent rows, and ``tokens=None`` for a key no sample of the batch has. The batches mix every
+key present, each key absent alone, and nothing present.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from mmplug.model.interfaces import EncoderOutput, Fusion
+from mmplug.testing.checks.common import backward, build, close, finite
+
+if TYPE_CHECKING:
+    from mmplug.testing import Case
+
+#: Input sizes for 1, 2 and 3 modalities (distinct on purpose); key ``i`` has ``i + 2``
+#: tokens per sample, so no fusion can assume equal lengths.
+DIMS = {"a": 3, "b": 5, "c": 7}
+#: What an absent row, a padded token or an absent row's mask may hold: it must not matter.
+GARBAGE = (float("nan"), float("inf"), float("-inf"), 1e6, None)  # None: large random values
+
+
+def dims_of(count: int) -> dict[str, int]:
+    return dict(list(DIMS.items())[:count])
+
+
+def mixed_rows(dims: dict[str, int]) -> dict[str, Tensor]:
+    """``present``: every key; each key absent alone (with 2+ keys); nothing."""
+    keys = list(dims)
+    rows = [set(keys), *({k for k in keys if k != gone} for gone in keys if len(keys) > 1), set()]
+    return {key: torch.tensor([key in row for row in rows]) for key in keys}
+
+
+def fake_features(
+    dims: dict[str, int],
+    present: dict[str, Tensor],
+    *,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, EncoderOutput]:
+    """Random features shaped as assembly scatters them (see the module's docstring)."""
+    generator = torch.Generator().manual_seed(seed)
+    features = {}
+    for index, (key, dim) in enumerate(dims.items()):
+        here = present[key]
+        batch = here.shape[0]
+        # drawn in float32, then cast: float64 features hold the same values
+        pooled = torch.randn(batch, dim, generator=generator).to(dtype)
+        pooled = torch.where(here[:, None], pooled, 0.0)
+        if not bool(here.any()):
+            features[key] = EncoderOutput(pooled)
+            continue
+        tokens = torch.randn(batch, index + 2, dim, generator=generator).to(dtype)
+        mask = torch.rand(batch, index + 2, generator=generator) < 0.7
+        mask[:, 0] = True  # like most encoders: one real token at least per present sample
+        mask &= here[:, None]
+        tokens = torch.where(mask[..., None], tokens, 0.0)
+        features[key] = EncoderOutput(pooled, tokens, mask)
+    return features
+
+
+def fusion_for(case: Case, count: int) -> tuple[Fusion, dict[str, int]]:
+    dims = dims_of(count)
+    return build(case, Fusion, input_dims=dims), dims
+
+
+def fuse(
+    case: Case, fusion: Fusion, features: dict[str, EncoderOutput], present: dict[str, Tensor]
+) -> Tensor:
+    out = fusion(features, present)
+    assert isinstance(out, Tensor), (
+        f"{case.who()}: forward returned {type(out).__name__}, expected a Tensor"
+    )
+    return out
+
+
+def fuse_eval(
+    case: Case, fusion: Fusion, features: dict[str, EncoderOutput], present: dict[str, Tensor]
+) -> Tensor:
+    with torch.no_grad():
+        return fuse(case, fusion.eval(), features, present)
+
+
+def check_fusion_output_shape(case: Case) -> None:
+    """``[B, output_dim]`` for 1, 2 and 3 modalities of different sizes."""
+    for count in (1, 2, 3):
+        fusion, dims = fusion_for(case, count)
+        present = mixed_rows(dims)
+        out = fuse_eval(case, fusion, fake_features(dims, present, seed=0), present)
+        expected = (len(present["a"]), fusion.output_dim)
+        assert tuple(out.shape) == expected, (
+            f"{case.who()}: with {count} modalities {dims}, output has shape "
+            f"{tuple(out.shape)}, expected {expected}"
+        )
+
+
+def check_fusion_key_order(case: Case) -> None:
+    """The order of the input dicts' keys changes nothing."""
+    fusion, dims = fusion_for(case, 3)
+    present = mixed_rows(dims)
+    features = fake_features(dims, present, seed=1)
+    forward = fuse_eval(case, fusion, features, present)
+    shuffled = fuse_eval(
+        case,
+        fusion,
+        {k: features[k] for k in reversed(list(features))},
+        {k: present[k] for k in reversed(list(present))},
+    )
+    close(case, "the output depends on the order of the input dict's keys", shuffled, forward)
+
+
+def check_fusion_batch_independent(case: Case) -> None:
+    """In eval mode each row alone gives what it gives in the batch."""
+    for count in (1, 2, 3):
+        fusion, dims = fusion_for(case, count)
+        present = mixed_rows(dims)
+        features = fake_features(dims, present, seed=2)
+        batched = fuse_eval(case, fusion, features, present)
+        for row in range(batched.shape[0]):
+            one = {key: _row(out, row) for key, out in features.items()}
+            alone = fuse_eval(case, fusion, one, {k: p[row : row + 1] for k, p in present.items()})
+            close(
+                case,
+                f"with {count} modalities, row {row} alone differs from it in the batch",
+                alone[0],
+                batched[row],
+            )
+
+
+def _row(feature: EncoderOutput, row: int) -> EncoderOutput:
+    pick = slice(row, row + 1)
+    if feature.tokens is None or feature.mask is None:
+        return EncoderOutput(feature.pooled[pick])
+    return EncoderOutput(feature.pooled[pick], feature.tokens[pick], feature.mask[pick])
+
+
+def check_fusion_absent_has_no_influence(case: Case) -> None:
+    """What an absent row holds, what its mask says and what padded tokens hold (NaN, inf,
+    huge or random values) change nothing, for 1, 2 and 3 modalities."""
+    for count in (1, 2, 3):
+        fusion, dims = fusion_for(case, count)
+        present = mixed_rows(dims)
+        features = fake_features(dims, present, seed=3)
+        clean = fuse_eval(case, fusion, features, present)
+        finite(case, f"the output with {count} modalities", clean)
+        for seed, garbage in enumerate(GARBAGE):
+            dirty = {
+                key: _corrupt(out, present[key], garbage, seed) for key, out in features.items()
+            }
+            close(
+                case,
+                f"with {count} modalities, filling absent rows, their masks and padded tokens "
+                f"with {'random values' if garbage is None else garbage} changed the output",
+                fuse_eval(case, fusion, dirty, present),
+                clean,
+            )
+
+
+def _corrupt(
+    feature: EncoderOutput, present: Tensor, garbage: float | None, seed: int
+) -> EncoderOutput:
+    generator = torch.Generator().manual_seed(100 + seed)
+
+    def junk(like: Tensor) -> Tensor:
+        if garbage is None:
+            return 100 * torch.randn(like.shape, generator=generator, dtype=like.dtype)
+        return torch.full_like(like, garbage)
+
+    here = present[:, None]
+    pooled = torch.where(here, feature.pooled, junk(feature.pooled))
+    if feature.tokens is None or feature.mask is None:
+        # Nobody has the key: tokens may as well come along, all junk, with any mask.
+        tokens = junk(feature.pooled[:, None, :].expand(-1, 3, -1))
+        mask = torch.rand(tokens.shape[:2], generator=generator) < 0.5
+        return EncoderOutput(pooled, tokens, mask & ~here)
+    tokens = torch.where(feature.mask[..., None], feature.tokens, junk(feature.tokens))
+    random_mask = torch.rand(feature.mask.shape, generator=generator) < 0.5
+    return EncoderOutput(pooled, tokens, torch.where(here, feature.mask, random_mask))
+
+
+def check_fusion_all_absent_finite(case: Case) -> None:
+    """Rows with nothing present get one finite output (the same for every such row), in a
+    mixed batch and in a batch where nothing is present at all (no tokens); train mode too."""
+    fusion, dims = fusion_for(case, 2)
+    nothing = {key: torch.zeros(3, dtype=torch.bool) for key in dims}
+    empty = fake_features(dims, nothing, seed=4)
+    present = {key: torch.tensor([False, True, False]) for key in dims}
+    mixed = fake_features(dims, present, seed=5)
+    for what, features, rows in (("nothing present", empty, nothing), ("a mixed", mixed, present)):
+        out = fuse_eval(case, fusion, features, rows)
+        finite(case, f"the output for all-absent rows of a batch with {what}", out)
+        close(case, f"all-absent rows of a batch with {what} differ", out[2], out[0])
+    fusion.train()
+    finite(case, "the train-mode output for all-absent rows", fuse(case, fusion, empty, nothing))
+
+
+def check_fusion_gradients(case: Case) -> None:
+    """With mixed presence (so parameters used only for absent modalities take part too),
+    every trainable parameter gets a finite, non-zero gradient; parameters are randomized
+    first, since zero-initialized layers (FiLM's) would block it."""
+    fusion, dims = fusion_for(case, 3)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(6)
+        for parameter in fusion.parameters():
+            parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
+    fusion.train()
+    present = mixed_rows(dims)
+    out = fuse(case, fusion, fake_features(dims, present, seed=7), present)
+    weights = torch.randn(out.shape, generator=generator)
+    backward(case, fusion, (out * weights).sum(), "its output")
+    zero = [n for n, p in fusion.named_parameters() if p.grad is not None and not p.grad.any()]
+    assert not zero, f"{case.who()}: the gradient of {', '.join(zero[:8])} is all zeros"
+
+
+def check_fusion_float64(case: Case) -> None:
+    """After ``.to(torch.float64)`` the fusion takes and returns float64, and agrees with its
+    float32 self."""
+    fusion, dims = fusion_for(case, 2)
+    present = mixed_rows(dims)
+    single = fuse_eval(case, fusion, fake_features(dims, present, seed=8), present)
+    fusion = fusion.to(torch.float64)
+    double_in = fake_features(dims, present, seed=8, dtype=torch.float64)
+    double = fuse_eval(case, fusion, double_in, present)
+    assert double.dtype == torch.float64, (
+        f"{case.who()}: float64 inputs gave a {double.dtype} output"
+    )
+    close(case, "float64 and float32 outputs differ", double.float(), single, atol=1e-4)

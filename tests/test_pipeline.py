@@ -1,0 +1,198 @@
+"""The data pipeline (mmplug.data.pipeline): loading, collating, manifests as datasets, and
+what data-loader workers receive (the pipeline, never the model's weights)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import mmplug
+from mmplug import DataError, Pipeline
+from mmplug.data.manifest import read_manifest
+from mmplug.data.pipeline import Example, LoadedBatch, ManifestDataset, Skipped, make_loader
+from mmplug.model.sections import DataConfig
+from mmplug.model.tasks import ClassificationTask
+from mmplug.plugins.host import PluginHost
+
+from .training_helpers import write_rows
+
+CONFIG = {
+    "encoders": {
+        "word": {"name": "char-bag", "dim": 8},
+        "stats": {"name": "mlp", "input_size": 3, "dim": 6},
+    },
+    "fusion": {"name": "mean", "dim": 5},
+    "head": {"name": "classification", "num_classes": 2},
+}
+
+
+@pytest.fixture
+def pipeline(toy_host: PluginHost) -> Pipeline:
+    return Pipeline.from_model(mmplug.build_model(CONFIG, registry=toy_host.registry))
+
+
+def test_keys_are_sorted_and_must_match() -> None:
+    class Loader(mmplug.Modality):
+        name = "x"
+
+        def load(self, value: Any, *, root: Any = None) -> Any:
+            return value
+
+    def identity(raws: list[Any], *, train: bool = False) -> dict[str, torch.Tensor]:
+        return {"n": torch.tensor([len(r) for r in raws])}
+
+    both = Pipeline({"b": Loader(), "a": Loader()}, {"a": identity, "b": identity})
+    assert both.keys == ["a", "b"] and list(both.preprocessors) == ["a", "b"]
+    with pytest.raises(ValueError, match="must have the same keys"):
+        Pipeline({"a": Loader()}, {"b": identity})
+
+
+def test_load_uses_each_keys_modality_and_names_the_culprit(pipeline: Pipeline) -> None:
+    loaded = pipeline.load({"stats": "1,2,3", "word": "cat"})
+    assert loaded["stats"].tolist() == [1.0, 2.0, 3.0] and loaded["word"] == "cat"
+    assert pipeline.load({"stats": None}) == {}
+    with pytest.raises(DataError, match=r"^key 'stats': numbers: can't read 'x,y'"):
+        pipeline.load({"stats": "x,y"})
+    with pytest.raises(DataError, match=r"^row 7 of mine: numbers"):
+        pipeline.load({"stats": "x,y"}, where=lambda key: "row 7 of mine")
+    with pytest.raises(DataError, match=r"the sample has 'txt', which the model has no encoder"):
+        pipeline.load({"txt": "b"})
+
+
+def test_collate_gives_each_preprocessor_the_present_samples_only(pipeline: Pipeline) -> None:
+    samples = [pipeline.load(row) for row in ({"word": "ab", "stats": "1,2,3"}, {"word": "c"}, {})]
+    batch = pipeline.collate(samples)
+    assert batch.size == 3
+    assert batch.present["word"].tolist() == [True, True, False]
+    assert batch.present["stats"].tolist() == [True, False, False]
+    assert (
+        batch.inputs["word"]["ids"].shape[0] == 2 and batch.inputs["stats"]["values"].shape[0] == 1
+    )
+    assert pipeline.collate([{}, {}]).inputs == {"stats": {}, "word": {}}
+    with pytest.raises(DataError, match=r"sample 1 has 'txt'"):
+        pipeline.collate([{"word": "a"}, {"txt": "b"}])
+
+
+def _dataset(
+    pipeline: Pipeline, tmp_path: Path, rows: list[dict[str, Any]], **data: Any
+) -> ManifestDataset:
+    manifest = read_manifest(write_rows(tmp_path / "rows.jsonl", rows))
+    config = DataConfig(train=manifest.path, **data)
+    task = ClassificationTask(("no", "yes"))
+    return ManifestDataset.from_config(manifest, pipeline, config, task=task, missing="absent")
+
+
+def test_a_manifest_row_is_loaded_with_its_target_and_errors_name_row_and_column(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    rows = [
+        {"word": "cat", "stats": [1, 2, 3], "label": "yes"},
+        {"word": "dog", "label": "no"},
+        {"word": "eel", "stats": "x", "label": "no"},
+        {"word": "fox", "label": "maybe"},
+    ]
+    dataset = _dataset(pipeline, tmp_path, rows)
+    first = dataset[0]
+    assert isinstance(first, Example) and first.target is not None and int(first.target) == 1
+    assert set(dataset[1].values) == {"word"}  # type: ignore[union-attr]
+    bad = dataset[2]
+    assert isinstance(bad, Skipped) and bad.fatal and bad.row == 3
+    assert bad.error.startswith(f"{dataset.manifest.path} row 3, column 'stats': numbers")
+    label = dataset[3]
+    assert (
+        isinstance(label, Skipped) and "column 'label': label 'maybe' is not one of" in label.error
+    )
+    strict = _dataset(pipeline, tmp_path, rows[1::-1], require_all=True)
+    assert "row 1, column 'stats': no value, and data.require_all is set" in strict[0].error  # type: ignore[union-attr]
+    skipping = _dataset(pipeline, tmp_path, rows, on_error="skip")
+    assert not skipping[2].fatal  # type: ignore[union-attr]
+
+
+def test_the_loader_batches_skips_and_shuffles_by_seed(pipeline: Pipeline, tmp_path: Path) -> None:
+    rows = [{"word": "w" * (i + 1), "stats": [i, 0, 1], "label": "yes"} for i in range(10)]
+    rows[4]["stats"] = "bad"
+    dataset = _dataset(pipeline, tmp_path, rows, on_error="skip")
+    loaded = list(make_loader(dataset, batch_size=4, train=False))
+    assert [len(b.indices) for b in loaded] == [4, 3, 2]  # line 5 left out of the second
+    assert [s.row for b in loaded for s in b.skipped] == [5]
+    second: LoadedBatch = loaded[1]
+    assert second.indices == [5, 6, 7] and second.batch is not None and second.batch.size == 3
+    assert second.targets is not None and second.targets.tolist() == [1, 1, 1]
+
+    def order(seed: int) -> list[int]:
+        return [
+            i for b in make_loader(dataset, batch_size=4, train=True, seed=seed) for i in b.indices
+        ]
+
+    assert order(3) == order(3) and order(3) != order(4) and sorted(order(3)) != order(3)
+
+
+class _Payload(pickle.Pickler):
+    """Pickles like DataLoader does for a worker, counting the parameters on the way."""
+
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+        super().__init__(self.buffer)
+        self.parameters = 0
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, nn.Parameter):
+            self.parameters += obj.numel()
+        return NotImplemented
+
+
+def worker_payload(dataset: ManifestDataset) -> tuple[int, int]:
+    """(bytes, parameter values) of what a DataLoader worker receives: dataset and collate."""
+    loader = make_loader(dataset, batch_size=4, train=True, num_workers=2)
+    pickler = _Payload()
+    pickler.dump((loader.dataset, loader.collate_fn, loader.worker_init_fn))
+    return len(pickler.buffer.getvalue()), pickler.parameters
+
+
+def test_workers_receive_the_pipeline_without_the_models_weights(tmp_path: Path) -> None:
+    """The text, image and audio encoders of this repository hand workers their tokenizer,
+    transforms and filter bank only: no parameter, kilobytes instead of the weights."""
+    from mmplug_demo.dataset import generate
+    from mmplug_demo.run import ENCODERS
+
+    data = generate(tmp_path / "data", train=8, val=1, test=1, image_size=32, seconds=0.25)
+    config = {
+        "encoders": ENCODERS,
+        "fusion": {"name": "concat", "dim": 16},
+        "head": {"name": "classification", "num_classes": 8},
+    }
+    model = mmplug.build_model(config)
+    pipeline = Pipeline.from_model(model)
+    manifest = read_manifest(data.train)
+    dataset = ManifestDataset.from_config(
+        manifest,
+        pipeline,
+        DataConfig(train=manifest.path, columns={"text": "caption"}),
+        missing="error",
+    )
+    model.fit_encoders([dataset[i].values for i in range(len(dataset))])  # type: ignore[union-attr]
+    size, parameters = worker_payload(dataset)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert parameters == 0
+    assert size < 500_000 < weights  # the demo model's weights are about 47 MB
+    # and what a worker computes from it is what the model's encoders compute
+    batch = next(iter(make_loader(dataset, batch_size=4, train=False, num_workers=1))).batch
+    expected = pipeline.collate([dataset[i].values for i in range(4)])  # type: ignore[union-attr]
+    assert batch is not None
+    for key in model.keys:
+        for name, tensor in expected.inputs[key].items():
+            torch.testing.assert_close(batch.inputs[key][name], tensor)
+
+
+def test_the_default_preprocessor_carries_the_encoder(pipeline: Pipeline, tmp_path: Path) -> None:
+    """An encoder that keeps the default preprocessor() sends its weights along (the toy
+    encoders do): what the docs tell plugin authors to avoid for heavy encoders."""
+    dataset = _dataset(pipeline, tmp_path, [{"word": "a", "stats": [1, 2, 3], "label": "no"}])
+    _, parameters = worker_payload(dataset)
+    assert parameters > 0
