@@ -320,3 +320,64 @@ def test_param_types_read_as_a_user_writes_them() -> None:
     assert type_name(Annotated[float, Field(ge=0)] | None) == "float | None"
     assert type_name(dict[str, int]) == "dict[str, int]"
     assert type_name(bool) == "bool"
+
+
+COMMANDS = """
+import mmplug
+
+@mmplug.hookimpl
+def register_commands(cli):
+    command = cli.add_parser("hello", help="say hello")
+    command.add_argument("--name", default="world")
+    command.set_defaults(run=lambda args: print(f"hello {args.name}, from "
+                         f"{len(args.host.registry)} components") or 0)
+"""
+
+CLASHING = """
+import mmplug
+
+@mmplug.hookimpl
+def register_commands(cli):
+    cli.add_parser("extra", help="added before the clash")
+    cli.add_parser("train")  # taken by core
+"""
+
+
+def test_a_plugin_adds_a_command_with_the_loaded_host(fake_dist: FakeDist) -> None:
+    fake_dist("acme-hello", "1.0", COMMANDS)
+    result = run("hello", "--name", "you", site=fake_dist.site, MMPLUG_LOAD_PLUGINS="acme-hello")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("hello you, from 3 components")  # core's heads
+    assert "hello" in run("--help", site=fake_dist.site, MMPLUG_LOAD_PLUGINS="acme-hello").stdout
+
+
+def test_a_plugin_whose_commands_clash_loses_them_all_and_nothing_else(
+    fake_dist: FakeDist,
+) -> None:
+    fake_dist("acme-hello", "1.0", COMMANDS)
+    fake_dist("acme-clash", "1.0", CLASHING)
+    both = "acme-hello,acme-clash"
+    listing = run("list", site=fake_dist.site, MMPLUG_LOAD_PLUGINS=both)
+    assert listing.returncode == 0
+    assert (
+        "mmplug: warning: plugin 'acme-clash' (acme-clash 1.0): its commands are left out: "
+        "register_commands raised ArgumentError" in listing.stderr
+    )
+    assert run("hello", site=fake_dist.site, MMPLUG_LOAD_PLUGINS=both).returncode == 0
+    extra = run("extra", site=fake_dist.site, MMPLUG_LOAD_PLUGINS=both)
+    assert extra.returncode == 2 and "invalid choice: 'extra'" in extra.stderr  # rolled back
+    train = run("train", "--help", site=fake_dist.site, MMPLUG_LOAD_PLUGINS=both)
+    assert train.returncode == 0 and "--resume" in train.stdout  # core's own train
+    strict = run("list", site=fake_dist.site, MMPLUG_LOAD_PLUGINS=both, MMPLUG_STRICT_PLUGINS="1")
+    assert strict.returncode == 2 and "its commands are left out" in strict.stderr
+
+
+def test_the_confusion_matrix_names_each_class_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from mmplug.cli.running import print_confusion
+
+    print_confusion([[3, 1], [0, 2]], ["0", "1"])
+    numbered = capsys.readouterr().out.splitlines()
+    assert numbered[1:] == ["       0   1", "   0   3   1", "   1   0   2"]
+    print_confusion([[3, 1], [0, 2]], ["cat", "dog"])
+    named = capsys.readouterr().out.splitlines()
+    assert named[1:] == ["            0   1", "   0  cat   3   1", "   1  dog   0   2"]

@@ -95,12 +95,30 @@ def test_evaluate_prints_metrics_and_a_confusion_matrix(workdir: Path) -> None:
 
 def test_predict_a_manifest_and_single_samples(workdir: Path) -> None:
     result = mmplug_cli(
-        "predict", "run", "--data", "data/test.jsonl", "--out", "preds.jsonl", cwd=workdir
+        "predict",
+        "run",
+        "--data",
+        "data/test.jsonl",
+        "--keep",
+        "id",
+        "--out",
+        "preds.jsonl",
+        cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in (workdir / "preds.jsonl").read_text().splitlines()]
     assert [line["row"] for line in lines] == list(range(1, 17))
     assert all(line["label"] in CLASSES for line in lines)
+    rows = [json.loads(line) for line in (workdir / "data" / "test.jsonl").open()]
+    assert [line["id"] for line in lines] == [row["id"] for row in rows]  # --keep id
+
+    missing = mmplug_cli(
+        "predict", "run", "--data", "data/test.jsonl", "--keep", "idd", cwd=workdir
+    )
+    assert (
+        missing.returncode == 2
+        and "no column 'idd' (given with --keep); did you mean 'id'?" in missing.stderr
+    )
 
     first = json.loads((workdir / "data" / "test.jsonl").read_text().splitlines()[0])
     result = mmplug_cli(

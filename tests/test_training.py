@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import textwrap
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -438,12 +440,16 @@ def test_unknown_monitor_and_device_are_config_errors(
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_trains(
+def test_mixed_precision_trains_close_to_fp32_but_not_as_fp32(
     tmp_path: Path, data: dict[str, str], toy_host: PluginHost, precision: str
 ) -> None:
-    run = run_train(toy_config(data, precision=precision), tmp_path / "run", toy_host)
-    lines = metric_lines(run)
-    assert all(torch.isfinite(torch.tensor(line["train_loss"])) for line in lines)
+    exact = metric_lines(run_train(toy_config(data), tmp_path / "fp32", toy_host))
+    mixed = metric_lines(
+        run_train(toy_config(data, precision=precision), tmp_path / precision, toy_host)
+    )
+    losses = [(a["train_loss"], b["train_loss"]) for a, b in zip(exact, mixed, strict=True)]
+    assert any(a != b for a, b in losses)  # the half-precision forward pass did run
+    assert all(abs(a - b) < 0.05 * a for a, b in losses)  # and learned the same thing
 
 
 def test_encoder_learning_rate_and_no_decay_groups(toy_host: PluginHost) -> None:
@@ -511,13 +517,21 @@ def test_load_refuses_what_is_not_a_run(tmp_path: Path) -> None:
         mmplug.load(tmp_path)
 
 
-def test_progress_bars_and_log_lines(
+def test_progress_bars_go_to_their_stream_and_log_lines_to_stdout(
     tmp_path: Path, data: dict[str, str], toy_host: PluginHost, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = run_train(toy_config(data), tmp_path / "bars", toy_host, reporter=Reporter(bars=True))
+    bars = io.StringIO()
+    reporter = Reporter(bars=True, bar_stream=bars)
+    run = run_train(toy_config(data), tmp_path / "bars", toy_host, reporter=reporter)
     out = capsys.readouterr().out
-    assert "epoch 1/2  step 6  train_loss" in out and "epoch 2/2" in out
+    assert re.search(r"^epoch 1/2  step 6  train_loss \d\.\d{4}  .*  \d+\.\d s$", out, re.M)
     assert f"done: {run}" in out
+    drawn = bars.getvalue()
+    assert "epoch 1/2" in drawn and "6/6" in drawn and "loss 1." in drawn  # bar, count, status
+    assert "epoch 1/2" not in out.replace("epoch 1/2  step", "")  # no bar on stdout
+    quiet = io.StringIO()
+    run_train(toy_config(data), tmp_path / "plain", toy_host, reporter=Reporter(bar_stream=quiet))
+    assert quiet.getvalue() == ""  # not a terminal: no bars by default
 
 
 # -- edge cases ---------------------------------------------------------------------------
@@ -636,3 +650,122 @@ def test_run_files_are_readable_by_others(
     os.umask(umask)
     assert (run / "config.yaml").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (run / "best").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_best_shares_the_weights_file_of_last_when_they_hold_the_same_weights(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost
+) -> None:
+    run = run_train(toy_config(data, epochs=3, monitor="train_loss"), tmp_path / "run", toy_host)
+    results = json.loads((run / "results.json").read_text())
+    best, last = run / "best" / "model.safetensors", run / "last" / "model.safetensors"
+    assert results["best_epoch"] == 3  # the training loss went down every epoch
+    assert best.stat().st_ino == last.stat().st_ino  # one file, two names
+
+    # one more epoch that is not better: last/ is new, best/ keeps the epoch-3 weights
+    before = best.read_bytes()
+    resumed = mmplug.train(
+        resume=run,
+        overrides=["train.epochs=4", "train.lr=1e-9"],
+        registry=toy_host.registry,
+        reporter=QUIET,
+    )
+    if json.loads((resumed / "results.json").read_text())["best_epoch"] == 3:
+        assert best.stat().st_ino != last.stat().st_ino and best.read_bytes() == before
+    else:  # epoch 4 was better still: best/ was saved from it, linked again
+        assert best.stat().st_ino == last.stat().st_ino and best.read_bytes() != before
+
+
+class _Votes(mmplug.Task):
+    """A plugin's own task: a cell is 'yes'/'no' votes like 'yyn'; the target their share."""
+
+    name = "votes"
+    parsed: ClassVar[list[str]] = []
+
+    @classmethod
+    def from_labels(cls, names: Any, *, classes: Any = None, separator: str = "|") -> _Votes:
+        return cls()
+
+    def encode(self, cell: Any) -> torch.Tensor:
+        _Votes.parsed.append(cell)
+        if not isinstance(cell, str) or set(cell) - {"y", "n"}:
+            raise mmplug.DataError(f"votes: {cell!r} is not a string of y and n")
+        return torch.tensor(cell.count("y") / len(cell))
+
+    def describe(self, prediction: torch.Tensor) -> dict[str, Any]:
+        return {"share_of_yes": round(float(prediction), 3)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.name}
+
+    @classmethod
+    def from_json(cls, data: Any) -> _Votes:
+        return cls()
+
+
+def test_a_plugin_head_brings_its_own_task(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost
+) -> None:
+    from mmplug.model.heads import RegressionHead
+
+    class VotesHead(RegressionHead):
+        task = "votes"
+
+        @classmethod
+        def task_class(cls) -> type[mmplug.Task]:
+            return _Votes
+
+        def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(outputs).squeeze(-1)
+
+    from .conftest import Plugin
+
+    toy_host.add(Plugin(register_heads=[(("votes", VotesHead), {})]), name="votes")
+    section = {}
+    for split in ("train", "val"):
+        rows = [json.loads(line) for line in Path(data[split]).read_text().splitlines()]
+        for index, row in enumerate(rows):
+            row["label"] = "yyn" if index % 2 else "ny"
+        section[split] = str(write_rows(tmp_path / f"{split}.jsonl", rows))
+    config = toy_config(section)
+    config["model"]["head"] = {"name": "votes"}
+    run = run_train(config, tmp_path / "run", toy_host)
+    assert json.loads((run / "labels.json").read_text()) == {"task": "votes"}
+    assert "yyn" in _Votes.parsed
+    predictor = mmplug.load(run, registry=toy_host.registry)
+    [answer] = predictor.predict({"stats": [0.0, 0.0, 0.0, 1.0]})
+    assert set(answer) == {"share_of_yes"} and 0 <= answer["share_of_yes"] <= 1
+
+
+USING_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+import importlib.util
+spec = importlib.util.spec_from_file_location("toy_plugin", {toy!r})
+toy = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(toy)
+import mmplug
+from conftest import make_toy_host
+predictor = mmplug.load({run!r}, registry=make_toy_host(toy).registry)
+predictor.predict({{"stats": [1.0, 0.0, 0.0, 1.0], "word": "red"}})
+list(predictor.predict_manifest({manifest!r}))
+predictor.evaluate({manifest!r})
+print(sorted(m for m in sys.modules if m.startswith("mmplug.training")))
+"""
+
+
+def test_using_a_trained_run_never_imports_the_training_stack(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost
+) -> None:
+    run = run_train(toy_config(data), tmp_path / "run", toy_host)
+    root = Path(__file__).resolve().parent
+    script = USING_CHILD.format(
+        tests=str(root),
+        toy=str(root.parent / "examples" / "toy_plugin.py"),
+        run=str(run),
+        manifest=data["test"],
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

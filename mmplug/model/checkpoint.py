@@ -16,6 +16,7 @@ while saving leaves the previous save intact.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def save_model(
     directory: str | Path,
     *,
     extra: Callable[[Path], None] | None = None,
+    weights_from: Path | None = None,
 ) -> Path:
     """Save ``model`` into ``directory`` (replacing a previous save there).
 
@@ -46,6 +48,10 @@ def save_model(
         directory: the folder to write; its parent must exist or be creatable.
         extra: writes more files into the folder before it is swapped in (the trainer's
             optimizer state), so that they land together with the weights.
+        weights_from: a weights file that holds exactly this model's weights (the trainer's
+            ``last/`` when it saves ``best/`` from the same step): hard-linked instead of
+            written again. Saved files are never changed in place, only replaced, so the two
+            names stay independent.
 
     Returns:
         The folder written.
@@ -60,7 +66,8 @@ def save_model(
     with staged_dir(directory) as staging:
         config = {"model": model.resolved.to_config()}
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-        save_weights(model, str(staging / WEIGHTS_FILE))
+        if not _link(weights_from, staging / WEIGHTS_FILE):
+            save_weights(model, str(staging / WEIGHTS_FILE))
         for key, encoder in model.encoder_items():
             folder = staging / FITTED_DIR / key
             folder.mkdir(parents=True)
@@ -113,3 +120,15 @@ def load_model(directory: str | Path, registry: Registry) -> MultimodalModel:
             f"unexpected {listing(sorted(unexpected)) or 'none'}"
         )
     return model
+
+
+def _link(source: Path | None, target: Path) -> bool:
+    """Hard-link ``source`` to ``target``; False where that can't be done (no source, another
+    file system, a file system without links)."""
+    if source is None or not source.is_file():
+        return False
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True

@@ -11,9 +11,12 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mmplug.files import staged_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class Reporter:
@@ -23,14 +26,21 @@ class Reporter:
         quiet: print nothing.
         stream: where log lines go (default: stdout).
         bars: show progress bars; default: when stderr is a terminal.
+        bar_stream: where bars are drawn (default: stderr), as on a terminal.
     """
 
     def __init__(
-        self, *, quiet: bool = False, stream: TextIO | None = None, bars: bool | None = None
+        self,
+        *,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        bars: bool | None = None,
+        bar_stream: TextIO | None = None,
     ) -> None:
         self.quiet = quiet
         self.stream = stream
         self.bars = (not quiet and sys.stderr.isatty()) if bars is None else bars
+        self.bar_stream = bar_stream
 
     def log(self, message: str) -> None:
         if not self.quiet:
@@ -42,6 +52,7 @@ class Reporter:
         if not self.bars:
             yield lambda **fields: None
             return
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -59,7 +70,9 @@ class Reporter:
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
         )
-        with Progress(*columns, transient=True) as progress:
+        # stderr, so that stdout carries only the log lines (and --quiet's run directory)
+        console = Console(file=self.bar_stream or sys.stderr, force_terminal=True)
+        with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(description, total=total, status="")
 
             def advance(**fields: float) -> None:
@@ -70,10 +83,12 @@ class Reporter:
 
 
 def format_metrics(values: dict[str, Any]) -> str:
-    """``train_loss 0.4123  val_accuracy 0.9100`` (ints as they are)."""
+    """``train_loss 0.4123  val_accuracy 0.9100  12.3 s`` (ints as they are)."""
     parts = []
     for key, value in values.items():
-        if isinstance(value, float):
+        if key == "seconds":
+            parts.append(f"{value:.1f} s")
+        elif isinstance(value, float):
             parts.append(f"{key} {value:.4f}")
         else:
             parts.append(f"{key} {value}")
@@ -81,24 +96,43 @@ def format_metrics(values: dict[str, Any]) -> str:
 
 
 def plot_history(lines: Sequence[dict[str, Any]], monitor: str, path: Path) -> None:
-    """Write a PNG: losses per epoch on the left, ``monitor`` per epoch on the right."""
+    """Write :func:`history_figure` as a PNG (atomically)."""
+    figure = history_figure(lines, monitor)
+    with staged_file(path) as staging:
+        figure.savefig(staging, format="png", dpi=100)
+
+
+def history_figure(lines: Sequence[dict[str, Any]], monitor: str) -> Figure:
+    """The run per epoch: the losses on the left; on the right the validation metrics, the
+    monitored one (which picks ``best/``) drawn heavier and named so."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     epochs = [line["epoch"] for line in lines]
     figure = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(figure)
-    losses, watched = figure.subplots(1, 2)
+    losses, metrics = figure.subplots(1, 2)
     for key in ("train_loss", "val_loss"):
-        values = [line.get(key, math.nan) for line in lines]
-        if any(math.isfinite(v) for v in values):
-            losses.plot(epochs, values, marker="o", label=key)
+        _curve(losses, epochs, lines, key, monitored=key == monitor)
     losses.set(xlabel="epoch", ylabel="loss", title="loss")
-    losses.legend()
-    watched.plot(epochs, [line.get(monitor, math.nan) for line in lines], marker="o")
-    watched.set(xlabel="epoch", ylabel=monitor, title=monitor)
-    for axes in (losses, watched):
+    names = sorted({k for line in lines for k in line if k.startswith("val_") and k != "val_loss"})
+    for key in names:
+        _curve(metrics, epochs, lines, key, monitored=key == monitor)
+    title = "validation metrics" if names else "no validation metrics (no data.val)"
+    metrics.set(xlabel="epoch", title=title)
+    for axes in (losses, metrics):
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
-    with staged_file(path) as staging:
-        figure.savefig(staging, format="png", dpi=100)
+        if axes.get_lines():
+            axes.legend()
+    return figure
+
+
+def _curve(
+    axes: Any, epochs: list[int], lines: Sequence[dict[str, Any]], key: str, *, monitored: bool
+) -> None:
+    values = [line.get(key, math.nan) for line in lines]
+    if not any(math.isfinite(v) for v in values):
+        return
+    label = f"{key} (monitored)" if monitored else key
+    axes.plot(epochs, values, marker="o", label=label, linewidth=2.5 if monitored else 1.2)

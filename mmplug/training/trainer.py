@@ -188,7 +188,10 @@ class Trainer:
                 )
             (folder / TRAINER_STATE).write_text(json.dumps(meta, indent=2) + "\n")
 
-        save_model(self.model, self.run.path / name, extra=extra)
+        # best/ is only ever saved from the weights last/ holds (right after it, or when a
+        # resumed run repairs it): link them rather than write the same bytes twice.
+        same = self.run.path / LAST / WEIGHTS_FILE if name == BEST else None
+        save_model(self.model, self.run.path / name, extra=extra, weights_from=same)
 
     # -- training ------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torchaudio.pipelines._wav2vec2.utils import _extend_model
 
 from mmplug import ComponentError, build_model
-from mmplug_audio import HuBERTParams, Wav2Vec2Params
+from mmplug_audio import HuBERTParams, Wav2Vec2Params, __version__
 from mmplug_audio.modality import Waveform
 from mmplug_audio.ssl import HuBERTEncoder, Wav2Vec2Encoder, load_weights
 
@@ -223,7 +223,9 @@ def test_build_errors_name_the_config_path_and_the_file(model_host, tmp_path: Pa
     with pytest.raises(ComponentError) as info:
         build_model(config, registry=model_host.registry)
     message = str(info.value)
-    assert message.startswith("model.encoders.voice: encoder 'wav2vec2' from mmplug-audio 0.1.0")
+    assert message.startswith(
+        f"model.encoders.voice: encoder 'wav2vec2' from mmplug-audio {__version__}"
+    )
     assert f"weights file not found: {str(missing)!r}" in message
 
 

@@ -55,8 +55,12 @@ def test_a_small_demo_writes_runs_report_and_table(
     printed = capsys.readouterr().out
     assert "test accuracy (8 classes)" in printed and "image only" in printed
 
-    # running it again replaces the earlier demo
-    run_demo(out, epochs=1, sizes=sizes, reporter=Reporter(quiet=True))
+    # running it again replaces the earlier demo: nothing of the first one is left
+    (out / "fused" / "notes.txt").write_text("from the first demo")
+    again = run_demo(out, epochs=1, sizes={**sizes, "train": 16}, reporter=Reporter(quiet=True))
+    assert not (out / "fused" / "notes.txt").exists()
+    assert again["sizes"]["train"] == 16
+    assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 16
 
 
 def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:

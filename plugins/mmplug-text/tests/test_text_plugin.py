@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 
 import pytest
@@ -25,7 +26,7 @@ def test_installed_plugin_is_discovered_through_its_entry_point(
         "distribution": "mmplug-text",
         "version": __version__,
     }.items() <= next(c for c in listed if c["name"] == "bert").items()
-    assert __version__ == "0.1.0"
+    assert __version__ == importlib.metadata.version("mmplug-text")  # one version, not two
 
 
 def test_it_registers_the_text_modality_and_the_bert_encoder(text_host: PluginHost) -> None:
