@@ -77,3 +77,19 @@ def test_pretrained_example_is_valid_against_the_installed_plugins() -> None:
     )
     overridden = load_config(path, ["data.train=my/train.jsonl"])
     assert overridden.data is not None and str(overridden.data.train) == "my/train.jsonl"
+
+
+def test_the_readmes_python_examples_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every ```python block of README.md, in order, in one interpreter from the repository
+    root (the save example writes under a temporary folder instead of runs/)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    code = "\n".join(blocks).replace('"runs/toy"', repr(str(tmp_path / "toy")))
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "toy" / "model.safetensors").is_file()
