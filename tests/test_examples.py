@@ -1,4 +1,5 @@
-"""The examples a user runs stay runnable: `make demo` and the example config."""
+"""The examples a user runs stay runnable: examples/forward_pass.py, the example configs and
+the README's Python examples."""
 
 from __future__ import annotations
 

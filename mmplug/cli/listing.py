@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmplug.cli.params import param_rows
 from mmplug.errors import MmplugError, UnknownComponentError
-from mmplug.kinds import KINDS
+from mmplug.kinds import KINDS, PLURAL
 
 if TYPE_CHECKING:
     from mmplug.plugins.host import PluginHost
@@ -119,7 +119,7 @@ def _parse_list_filters(filters: Sequence[str]) -> tuple[str | None, str | None]
 
 def _as_kind(word: str) -> str | None:
     """``encoder`` or ``encoders`` -> ``encoder``; ``modalities`` -> ``modality``."""
-    singular = {"modalities": "modality"}.get(word, word.removesuffix("s"))
+    singular = {plural: kind for kind, plural in PLURAL.items()}.get(word, word)
     return singular if singular in KINDS else None
 
 

@@ -4,7 +4,8 @@ It gives plugin authors:
 
 - a report header naming mmplug, its plugin API and the plugin distributions installed;
 - the fixture ``mmplug_host``: the installed plugins loaded into a fresh plugin manager and
-  registry for one test (nothing shared with other tests or with ``mmplug.default_host``);
+  registry for one test (nothing shared with other tests or with the process-wide
+  ``mmplug.plugins.loading.default_host``);
 - assertion rewriting for :mod:`mmplug.testing.checks`.
 
 The conformance checks themselves come from :class:`mmplug.testing.Conformance`. Disable the
