@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from mmplug.errors import DataError
 from mmplug.model.sections import DataConfig
-from mmplug.model.tasks import Task
+from mmplug.model.tasks import Task, is_missing
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 CSV_DELIMITERS = {".csv": ",", ".tsv": "\t"}
@@ -88,9 +88,21 @@ def read_manifest(path: str | Path) -> Manifest:
         if suffix in CSV_DELIMITERS:
             return _read_csv(path, CSV_DELIMITERS[suffix])
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise DataError(f"{path}: not UTF-8 text ({_undecodable(path)})") from exc
     known = ", ".join((*JSONL_SUFFIXES, *CSV_DELIMITERS))
     raise DataError(f"{path}: unknown manifest format {suffix!r} (use {known})")
+
+
+def _undecodable(path: Path) -> str:
+    """Where the first byte that is not UTF-8 sits in the whole file (a decoding error
+    raised while reading counts from the start of the chunk being decoded)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"{exc.reason} at byte {exc.start}, line {line}"
+    return "the file changed while it was read"
 
 
 def read_labelled_manifest(path: str | Path, label: str) -> Manifest:
@@ -136,7 +148,10 @@ def _read_csv(path: Path, delimiter: str) -> Manifest:
                         f"cells, but the header has {len(reader.fieldnames or [])}"
                     )
                 rows.append({k: (v if v not in ("", None) else None) for k, v in row.items()})
-                lines.append(reader.line_num)
+                # the row's first line, as an editor shows it: line_num is where it ends, and
+                # a quoted cell may run over several lines
+                inside = sum(v.count("\n") for v in row.values() if isinstance(v, str))
+                lines.append(reader.line_num - inside)
         except csv.Error as exc:
             raise DataError(f"{path} line {reader.line_num}: {exc}") from None
     return Manifest(path, rows, lines, list(reader.fieldnames or []))
@@ -190,7 +205,7 @@ def read_labels(manifest: Manifest, data: DataConfig, task: type[Task]) -> Task:
     names: list[str] = []
     for index, row in enumerate(manifest.rows):
         cell = row.get(data.label)
-        if cell is None or cell == "":
+        if is_missing(cell):
             continue
         try:
             names += task.label_names(cell, data.label_separator)

@@ -302,7 +302,7 @@ class RegressionTask(Task):
         return {"value": prediction.float().tolist()}
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"task": self.name}
+        data: dict[str, Any] = {"task": self.name, "separator": self.separator}
         if self.outputs is not None:
             data["size"] = self.outputs
         return data
@@ -326,8 +326,13 @@ def builtin_task(name: str) -> type[Task] | None:
 # -- reading label cells -----------------------------------------------------------------------
 
 
+def is_missing(cell: Any) -> bool:
+    """A label cell that holds nothing: None, or text that is empty or only white space."""
+    return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
 def _require(cell: Any) -> None:
-    if cell is None or cell == "":
+    if is_missing(cell):
         raise DataError("the label is missing")
 
 
