@@ -4,7 +4,7 @@ On the demo's fused model (bert-tiny, resnet18 at 32 px, mel-cnn, concat; see do
 and a small generated demo dataset:
 
 - the AdamW step with ``foreach=True`` vs one kernel per tensor (torch's CPU default, which
-  ``mmplug.optim`` keeps: on a 2-core CPU the two are within noise of each other);
+  ``mmplug.training.optim`` keeps: on a 2-core CPU the two are within noise of each other);
 - one pass of loading and preprocessing the training split (the ``DataLoader`` over the
   data pipeline, no model step) with ``data.num_workers`` 0 (the default) vs 2.
 

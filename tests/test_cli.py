@@ -381,3 +381,21 @@ def test_the_confusion_matrix_names_each_class_once(capsys: pytest.CaptureFixtur
     print_confusion([[3, 1], [0, 2]], ["cat", "dog"])
     named = capsys.readouterr().out.splitlines()
     assert named[1:] == ["            0   1", "   0  cat   3   1", "   1  dog   0   2"]
+
+
+FIRST = """
+import mmplug
+
+@mmplug.hookimpl
+def register_commands(cli):
+    cli.add_parser("greet", help="from {name}").set_defaults(run=lambda args: print("{name}") or 0)
+"""
+
+
+def test_when_two_plugins_add_one_command_the_first_loaded_keeps_it(fake_dist: FakeDist) -> None:
+    fake_dist("acme-a", "1.0", FIRST.replace("{name}", "a"))
+    fake_dist("acme-b", "1.0", FIRST.replace("{name}", "b"))
+    for _ in range(3):  # the same every time, not in pluggy's set order
+        result = run("greet", site=fake_dist.site, MMPLUG_LOAD_PLUGINS="acme-a,acme-b")
+        assert result.stdout.strip() == "a"
+        assert "plugin 'acme-b' (acme-b 1.0): its commands are left out" in result.stderr

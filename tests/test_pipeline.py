@@ -196,3 +196,38 @@ def test_the_default_preprocessor_carries_the_encoder(pipeline: Pipeline, tmp_pa
     dataset = _dataset(pipeline, tmp_path, [{"word": "a", "stats": [1, 2, 3], "label": "no"}])
     _, parameters = worker_payload(dataset)
     assert parameters > 0
+
+
+class _Picky:
+    """A preprocessor that refuses a whole batch over one value (as tabular-mlp does for a
+    row with the wrong number of columns): it can't say which manifest row."""
+
+    def __call__(self, raws: list[Any], *, train: bool = False) -> dict[str, torch.Tensor]:
+        if "bad" in raws:
+            raise DataError(f"picky: value {raws.index('bad')} of the batch is bad")
+        return {"n": torch.tensor([len(raw) for raw in raws])}
+
+
+def _picky_dataset(pipeline: Pipeline, tmp_path: Path, **data: Any) -> ManifestDataset:
+    picky = Pipeline(pipeline.modalities, {**pipeline.preprocessors, "word": _Picky()})
+    rows = [{"word": w, "stats": [1, 2, 3], "label": "no"} for w in ("ok", "bad", "fine", "bad")]
+    manifest = read_manifest(write_rows(tmp_path / "picky.jsonl", rows))
+    return ManifestDataset.from_config(
+        manifest,
+        picky,
+        DataConfig(train=manifest.path, **data),
+        task=ClassificationTask(("no", "yes")),
+        missing="absent",
+    )
+
+
+def test_a_value_a_preprocessor_refuses_is_named_by_its_manifest_row(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    [batch] = make_loader(_picky_dataset(pipeline, tmp_path), batch_size=4, train=False)
+    assert [s.row for s in batch.skipped] == [2, 4] and all(s.fatal for s in batch.skipped)
+    assert batch.skipped[0].error.endswith("picky.jsonl row 2: picky: value 0 of the batch is bad")
+    skipping = _picky_dataset(pipeline, tmp_path, on_error="skip")
+    [batch] = make_loader(skipping, batch_size=4, train=False)
+    assert batch.indices == [0, 2] and batch.batch is not None and batch.batch.size == 2
+    assert not any(s.fatal for s in batch.skipped)

@@ -448,11 +448,33 @@ def test_variants_run_every_check_again_with_their_params(toy_plugin: ModuleType
         check()
 
 
-def test_an_entry_point_module_that_imports_torch_fails(fake_dist: Any) -> None:
+HOOKS_ONLY = """
+import mmplug
+
+@mmplug.hookimpl
+def register_heads(register):
+    register("cheap-head", "nowhere:Head")
+"""
+
+TORCH_IN_COMMANDS = """
+import mmplug
+
+@mmplug.hookimpl
+def register_commands(cli):
+    import torch  # every `mmplug` start would pay for it
+    cli.add_parser("heavy")
+"""
+
+
+def test_an_entry_point_that_imports_torch_or_does_not_load_fails(fake_dist: Any) -> None:
     from mmplug.testing.checks.plugin import check_imports_no_torch
 
-    cheap = fake_dist("mmplug-cheap", "1.0", "import json\n")
-    heavy = fake_dist("mmplug-heavy", "1.0", "import torch\n")
-    check_imports_no_torch(cheap)
+    check_imports_no_torch(fake_dist("mmplug-cheap", "1.0", HOOKS_ONLY))
+    heavy = fake_dist("mmplug-heavy", "1.0", TORCH_IN_COMMANDS)
     with pytest.raises(AssertionError, match=f"entry-point module '{heavy}' imports torch"):
         check_imports_no_torch(heavy)
+    with pytest.raises(AssertionError, match=r"'nowhere_at_all' fails to load: failed to import"):
+        check_imports_no_torch("nowhere_at_all")
+    broken = fake_dist("mmplug-broken", "1.0", "import json\n")
+    with pytest.raises(AssertionError, match="implements no mmplug hook"):
+        check_imports_no_torch(broken)

@@ -769,3 +769,31 @@ def test_using_a_trained_run_never_imports_the_training_stack(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unknown_monitor_is_an_error_with_or_without_a_val_manifest(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost
+) -> None:
+    no_val = {**data, "val": None}
+    with pytest.raises(
+        ConfigError, match=r"unknown metric 'trian_loss'; did you mean 'train_loss'"
+    ):
+        run_train(toy_config(no_val, monitor="trian_loss"), tmp_path / "a", toy_host)
+    with pytest.raises(ConfigError, match=r"'val_accuracy' needs a val manifest"):
+        run_train(toy_config(no_val, monitor="val_accuracy"), tmp_path / "b", toy_host)
+
+
+def test_class_names_must_be_distinct_and_a_nan_label_is_missing(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost
+) -> None:
+    with pytest.raises(
+        ConfigError, match=r"data\.classes: class names must be distinct; repeated: ant"
+    ):
+        run_train(toy_config({**data, "classes": ["ant", "bee", "ant"]}), tmp_path / "a", toy_host)
+    rows = toy_rows(24, seed=1)
+    rows[2]["label"] = float("nan")  # pandas writes missing values as NaN
+    section = {"train": str(write_rows(tmp_path / "nan.jsonl", rows)), "on_error": "skip"}
+    run = run_train(toy_config(section, epochs=1), tmp_path / "run", toy_host)
+    assert classes_of(run) == list(CLASSES)
+    [skipped] = [json.loads(line) for line in (run / "skipped.jsonl").read_text().splitlines()]
+    assert skipped["row"] == 3 and "the label is missing" in skipped["error"]

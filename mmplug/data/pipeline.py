@@ -295,23 +295,54 @@ class ManifestDataset(Dataset[Example | Skipped]):
 class Collate:
     """Turns a list of :class:`Example`/:class:`Skipped` into a :class:`LoadedBatch`.
 
-    It is the loader's ``collate_fn``: it runs in the workers, holding the pipeline only.
+    It is the loader's ``collate_fn``: it runs in the workers, holding the pipeline and the
+    dataset (not the model). A preprocessor that refuses a value with a ``DataError`` names
+    no row; the batch is then collated one row at a time to find the rows at fault, which are
+    named by manifest and line and, with ``on_error: skip``, left out.
     """
 
-    def __init__(self, pipeline: Pipeline, *, train: bool) -> None:
+    def __init__(self, pipeline: Pipeline, *, train: bool, rows: ManifestDataset | None = None):
         self.pipeline = pipeline
         self.train = train
+        self.rows = rows
 
     def __call__(self, items: Sequence[Example | Skipped]) -> LoadedBatch:
         examples = [item for item in items if isinstance(item, Example)]
         skipped = [item for item in items if isinstance(item, Skipped)]
-        if not examples:
+        try:
+            batch = self._collate(examples)
+        except DataError:
+            if self.rows is None:
+                raise
+            examples, refused = self._find_refused(examples)
+            skipped += refused
+            batch = self._collate(examples)
+        if batch is None:
             return LoadedBatch(None, None, [], skipped)
-        batch = self.pipeline.collate([e.values for e in examples], train=self.train)
         targets = None
         if examples[0].target is not None:
             targets = torch.stack([e.target for e in examples if e.target is not None])
         return LoadedBatch(batch, targets, [e.index for e in examples], skipped)
+
+    def _collate(self, examples: list[Example]) -> Batch | None:
+        if not examples:
+            return None
+        return self.pipeline.collate([e.values for e in examples], train=self.train)
+
+    def _find_refused(self, examples: list[Example]) -> tuple[list[Example], list[Skipped]]:
+        assert self.rows is not None
+        manifest, fatal = self.rows.manifest, self.rows.on_error != "skip"
+        kept, refused = [], []
+        for example in examples:
+            try:
+                self._collate([example])
+            except DataError as exc:
+                where = manifest.where(example.index)
+                line = manifest.lines[example.index]
+                refused.append(Skipped(str(manifest.path), line, f"{where}: {exc}", fatal))
+            else:
+                kept.append(example)
+        return kept, refused
 
 
 def _worker_init(worker_id: int) -> None:
@@ -339,7 +370,7 @@ def make_loader(
         batch_size=batch_size,
         shuffle=train,
         num_workers=num_workers,
-        collate_fn=Collate(dataset.pipeline, train=train),
+        collate_fn=Collate(dataset.pipeline, train=train, rows=dataset),
         generator=generator,
         worker_init_fn=_worker_init if num_workers else None,
     )

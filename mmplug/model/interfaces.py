@@ -3,11 +3,13 @@
 Data flows through them in this order::
 
     manifest value --Modality.load--> raw object (str, PIL image, waveform, ...)
-    [raw, ...] --Encoder.preprocess--> {name: Tensor} --Encoder.forward--> EncoderOutput
+    [raw, ...] --Encoder.preprocessor()--> {name: Tensor} --Encoder.forward--> EncoderOutput
     {key: EncoderOutput} + {key: present[B]} --Fusion.forward--> fused [B, F]
     fused --Head.forward--> outputs [B, C] --Head.loss(outputs, targets)--> scalar
 
-Shapes: ``B`` batch, ``D`` an encoder's ``output_dim``, ``T`` tokens, ``F`` the fusion's
+(:class:`mmplug.data.pipeline.Pipeline` does the first two steps for a batch, in
+data-loader workers; :class:`mmplug.model.multimodal.MultimodalModel` the rest.) Shapes:
+``B`` batch, ``D`` an encoder's ``output_dim``, ``T`` tokens, ``F`` the fusion's
 ``output_dim``, ``C`` the head's ``output_dim``.
 
 Beyond the abstract methods, each interface has optional methods with defaults (an

@@ -63,7 +63,11 @@ class DataConfig(BaseModel):
             raise ValueError(
                 "YAML reads yes/no/true/false as booleans: quote class names ('yes', 'no')"
             )
-        return [class_name(item) if isinstance(item, int | float) else item for item in value]
+        names = [class_name(item) if isinstance(item, int | float) else item for item in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"class names must be distinct; repeated: {', '.join(repeated)}")
+        return names
 
 
 class TrainConfig(BaseModel):

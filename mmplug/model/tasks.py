@@ -327,7 +327,10 @@ def builtin_task(name: str) -> type[Task] | None:
 
 
 def is_missing(cell: Any) -> bool:
-    """A label cell that holds nothing: None, or text that is empty or only white space."""
+    """A label cell that holds nothing: None, NaN (a JSON ``NaN``, as pandas writes a missing
+    value), or text that is empty or only white space."""
+    if isinstance(cell, float):
+        return math.isnan(cell)
     return cell is None or (isinstance(cell, str) and not cell.strip())
 
 

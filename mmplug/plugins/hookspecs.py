@@ -112,7 +112,7 @@ def register_commands(cli: Any) -> None:
         command.add_argument("--out", default="runs/demo")
         command.set_defaults(run=run_demo)  # run_demo(args) -> exit code
 
-    When the command runs, ``args.host`` is the loaded :class:`~mmplug.plugins.loading.
+    When the command runs, ``args.host`` is the loaded :class:`~mmplug.plugins.host.
     PluginHost` (``args.host.registry``). Keep the hook cheap: import heavy modules inside
     ``run``. A plugin whose hook raises (a command name that is taken, say) gets none of its
     commands added and a warning; the other commands work.

@@ -272,7 +272,9 @@ class PluginHost:
         """
         problems = []
         plugins = self.manager.get_plugins()
-        for plugin in plugins:
+        # in load order (pluggy keeps plugins in a set): the same plugin wins a clash each time
+        order = {r.plugin_id: n for n, r in enumerate(self.records) if r.status == "loaded"}
+        for plugin in sorted(plugins, key=lambda p: order.get(self.manager.get_name(p) or "", 0)):
             plugin_id = self.manager.get_name(plugin)
             call = self.manager.subset_hook_caller(
                 "register_commands", remove_plugins=[p for p in plugins if p is not plugin]

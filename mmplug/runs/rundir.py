@@ -8,7 +8,7 @@
     metrics.jsonl    one line per epoch: losses, validation metrics, learning rate, time
     results.json     at the end: best epoch, test metrics, rows skipped
     skipped.jsonl    rows that could not be read, with ``data.on_error: skip``
-    training.png     loss and the monitored metric per epoch
+    training.png     per epoch: the losses; every validation metric, the monitored one marked
     best/            the checkpoint with the best monitored value
     last/            the latest checkpoint, which ``--resume`` continues from
 

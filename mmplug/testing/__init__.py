@@ -142,9 +142,9 @@ class Conformance:
         return found
 
     def entry_modules(self) -> list[tuple[str, str]]:
-        """``(entry-point name, module)`` of the distribution's installed plugins (core's
-        default plugin modules for ``mmplug``); plugin objects given with ``plugins=`` are
-        not installed and have none."""
+        """``(entry-point name, module or module:object)`` of the distribution's installed
+        plugins (core's default plugin modules for ``mmplug``); plugin objects given with
+        ``plugins=`` are not installed and have none."""
         from mmplug.plugins.loading import CORE_DISTRIBUTION, DEFAULT_PLUGINS, discover
         from mmplug.plugins.registry import normalize_distribution
 
@@ -154,7 +154,7 @@ class Conformance:
             found += [(module, module) for module in DEFAULT_PLUGINS]
         for plugin in discover():
             if self.distribution is None or normalize_distribution(plugin.distribution) == wanted:
-                found.append((plugin.name, plugin.module.partition(":")[0]))
+                found.append((plugin.name, plugin.module))
         return found
 
     def parametrize(self, argname: str = "check") -> pytest.MarkDecorator:

@@ -10,6 +10,7 @@ and ``plugins.json``. Then :class:`mmplug.training.trainer.Trainer` runs the epo
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -209,17 +210,18 @@ def check_columns(data: DataConfig, keys: Sequence[str]) -> list[str]:
 def _monitor(settings: TrainConfig, task: Task, head: Head, has_val: bool) -> tuple[str, str]:
     """The metric that picks ``best/`` and stops early, and whether lower is better."""
     monitor = settings.monitor
+    known = ["train_loss", "val_loss", *(f"val_{name}" for name in head.metrics())]
+    if monitor not in known:
+        close = difflib.get_close_matches(monitor, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            [ConfigIssue("train.monitor", f"unknown metric {monitor!r}{hint}; one of {known}")]
+        )
     if not has_val:
-        if monitor.startswith("val_") and monitor != "val_loss":
+        if monitor not in ("train_loss", "val_loss"):
             issue = ConfigIssue("train.monitor", f"{monitor!r} needs a val manifest (data.val)")
             raise ConfigError([issue])
-        monitor = "train_loss"
-    else:
-        known = ["train_loss", "val_loss", *(f"val_{name}" for name in head.metrics())]
-        if monitor not in known:
-            raise ConfigError(
-                [ConfigIssue("train.monitor", f"unknown metric {monitor!r}; one of {known}")]
-            )
+        monitor = "train_loss"  # the default val_loss, without a val manifest
     mode = settings.monitor_mode
     if mode == "auto":
         mode = task.direction(monitor.split("_", 1)[1])

@@ -122,7 +122,7 @@ def check_encoder_gradients(case: Case) -> None:
     if out.tokens is not None and out.mask is not None:
         loss = loss + out.tokens[out.mask].square().mean()
     assert any(p.requires_grad for p in encoder.parameters()) or not list(encoder.parameters()), (
-        f"{case.who()}: built with default params, none of its parameters is trainable"
+        f"{case.who()}: built with these params, none of its parameters is trainable"
     )
     backward(case, encoder, loss, "its output")
 
@@ -187,5 +187,10 @@ def check_encoder_preprocessor(case: Case) -> None:
             f"{case.who()}: its preprocessor() can't be pickled, so data-loader workers can't "
             f"get it: {type(exc).__name__}: {exc}"
         ) from exc
-    for name, tensor in again(raws).items():
+    copied = again(raws)
+    assert sorted(copied) == sorted(expected), (
+        f"{case.who()}: a pickled copy of preprocessor() gives {sorted(copied)}, preprocess "
+        f"gives {sorted(expected)}"
+    )
+    for name, tensor in copied.items():
         close(case, f"a pickled copy of preprocessor() differs in {name!r}", tensor, expected[name])

@@ -1,4 +1,5 @@
-"""Checks of a fusion, for 1, 2 and 3 modalities of different sizes and token counts.
+"""Checks of a fusion, over modalities of different sizes and token counts (1, 2 and 3 of
+them where each adds a case, 2 or 3 otherwise).
 
 The features are what assembly hands a fusion: per key, ``pooled`` ``[B, D]`` with zero rows
 for absent samples, ``tokens`` ``[B, T, D]`` and a ``mask`` that is False on padding and on

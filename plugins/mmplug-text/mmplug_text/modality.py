@@ -11,8 +11,8 @@ from mmplug import DataError, Modality
 class TextModality(Modality):
     """A text is a ``str``, inline in the manifest; the raw object is that string.
 
-    An absent value (a missing key or ``None``) never reaches :meth:`load`: the model treats
-    the sample as lacking text. An empty string is a valid, present text.
+    An absent value (a missing key or ``None``) never reaches :meth:`load`: the data pipeline
+    treats the sample as lacking text. An empty string is a valid, present text.
     """
 
     name = "text"
@@ -32,7 +32,7 @@ class TextModality(Modality):
             return str(value)  # a str subclass (numpy.str_) becomes a plain, picklable str
         if value is None:
             raise DataError(
-                "text: got None; an absent text is left out of the sample (the model skips "
-                "None values), not loaded"
+                "text: got None; an absent text is left out of the sample (the data pipeline "
+                "skips None values), not loaded"
             )
         raise DataError(f"text: expected a string, got {type(value).__name__}: {value!r:.80}")
