@@ -209,11 +209,18 @@ def test_regression_splits_text_on_the_tasks_separator() -> None:
 
 
 @pytest.mark.parametrize(
-    "cell", [math.nan, math.inf, "nan", "-inf", [1.0, math.inf], True, [1.0, False], []]
+    "cell", [math.inf, "nan", "-inf", [1.0, math.inf], [1.0, math.nan], True, [1.0, False], []]
 )
 def test_regression_refuses_non_finite_numbers_and_booleans(cell: Any) -> None:
     with pytest.raises(DataError, match=r"^expected finite numbers, got "):
         RegressionTask().encode(cell)
+
+
+def test_a_nan_label_is_a_missing_label_for_every_task() -> None:
+    """A JSON NaN is how pandas writes a missing value: missing, not a number or a class."""
+    for task in (RegressionTask(), ClassificationTask(("a", "b")), MultilabelTask(("a",))):
+        with pytest.raises(DataError, match=r"^the label is missing$"):
+            task.encode(math.nan)
 
 
 @pytest.mark.parametrize("cell", ["abc", "1||2", {"value": 1}, ["1", None]])
