@@ -245,7 +245,7 @@ def test_plugins_reports_loaded_and_failed(site: str, fake_dist: FakeDist) -> No
     assert records["acme-nlp"]["status"] == "loaded"
     assert records["acme-nlp"]["components"] == ["modality:text", "encoder:bert", "fusion:gated"]
     assert records["acme-broken"]["status"] == "failed"
-    assert records["mmplug"]["components"][0] == "head:classification"
+    assert records["mmplug"]["components"][:2] == ["fusion:late", "head:classification"]
 
 
 def test_broken_plugin_warns_elsewhere_and_strict_mode_exits_2(
@@ -347,7 +347,7 @@ def test_a_plugin_adds_a_command_with_the_loaded_host(fake_dist: FakeDist) -> No
     fake_dist("acme-hello", "1.0", COMMANDS)
     result = run("hello", "--name", "you", site=fake_dist.site, MMPLUG_LOAD_PLUGINS="acme-hello")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("hello you, from 3 components")  # core's heads
+    assert result.stdout.startswith("hello you, from 4 components")  # core: late + 3 heads
     assert "hello" in run("--help", site=fake_dist.site, MMPLUG_LOAD_PLUGINS="acme-hello").stdout
 
 

@@ -61,7 +61,12 @@ def test_core_components_load_through_the_same_hooks(fake_dist: FakeDist) -> Non
     host = load_plugins(path=[fake_dist.site], environ={})
     [core] = [r for r in host.records if r.distribution == "mmplug"]
     assert core.module == "mmplug.plugins.builtin" and core.version == mmplug.__version__
-    assert core.components == ["head:classification", "head:multilabel", "head:regression"]
+    assert core.components == [
+        "fusion:late",
+        "head:classification",
+        "head:multilabel",
+        "head:regression",
+    ]
 
 
 def test_entry_point_may_name_an_object(fake_dist: FakeDist) -> None:

@@ -2,7 +2,10 @@
 
 Every component is built through its registered factory with its validated params, plus what
 assembly wires in and a config can't know: each encoder's ``output_dim`` becomes the
-fusion's ``input_dims``, the fusion's ``output_dim`` the head's ``input_dim``. A factory that
+fusion's ``input_dims``, the fusion's ``output_dim`` the head's ``input_dim``. With unimodal
+heads, the head is also built once per key on that encoder's ``output_dim``; a fusion that
+combines outputs (``late``) gets those heads' ``output_dim`` instead, and has no fused head
+after it. A factory that
 fails, or returns something that breaks its interface, is a :class:`ComponentError` naming
 the config path, the component and its distribution.
 """
@@ -10,6 +13,7 @@ the config path, the component and its distribution.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +24,7 @@ from mmplug.errors import ComponentError, ConfigError, ConfigIssue, MmplugError
 from mmplug.model.config import Config, ConfigSource, load_config
 from mmplug.model.interfaces import INTERFACES, Encoder, Fusion, Head, Modality
 from mmplug.model.keys import reserved_key_message
-from mmplug.model.multimodal import MultimodalModel
+from mmplug.model.multimodal import MultimodalModel, combines_outputs
 from mmplug.model.resolve import ResolvedComponent, resolve_model
 from mmplug.plugins.registry import ComponentSpec, Registry
 
@@ -127,9 +131,42 @@ def build_model(
         _output_dim(component, encoder)
         encoders[key] = encoder
     input_dims = {key: encoders[key].output_dim for key in sorted(encoders)}
-    fusion = build_component(resolved.fusion, Fusion, input_dims=input_dims)
-    head = build_component(resolved.head, Head, input_dim=_output_dim(resolved.fusion, fusion))
-    _output_dim(resolved.head, head)
+    late = combines_outputs(_factory(resolved.fusion))
+    unimodal = None
+    if late or resolved.unimodal_heads:
+        unimodal = {
+            key: build_component(
+                replace(resolved.head, path=f"{resolved.head.path} (unimodal head of {key!r})"),
+                Head,
+                input_dim=dim,
+            )
+            for key, dim in input_dims.items()
+        }
+        for built in unimodal.values():
+            _output_dim(resolved.head, built)
+    head = None
+    if late:
+        assert unimodal is not None
+        outputs = {key: built.output_dim for key, built in unimodal.items()}
+        fusion = build_component(resolved.fusion, Fusion, input_dims=outputs)
+    else:
+        fusion = build_component(resolved.fusion, Fusion, input_dims=input_dims)
+        head = build_component(resolved.head, Head, input_dim=_output_dim(resolved.fusion, fusion))
+        _output_dim(resolved.head, head)
     return MultimodalModel(
-        encoders, fusion, head, modalities, resolved, modality_dropout=resolved.modality_dropout
+        encoders,
+        fusion,
+        head,
+        modalities,
+        resolved,
+        modality_dropout=resolved.modality_dropout,
+        unimodal_heads=unimodal,
     )
+
+
+def _factory(component: ResolvedComponent) -> object:
+    """A component's factory, or None when it can't be imported (building says why)."""
+    try:
+        return component.spec.load_factory()
+    except Exception:
+        return None

@@ -56,6 +56,11 @@ class ModelConfig(BaseModel):
         description="In training, drop each present modality of a sample with this "
         "probability (never all of them).",
     )
+    unimodal_heads: bool = Field(
+        default=False,
+        description="Also give each modality key a head of its own on that encoder's "
+        "features, trained with its own loss (train.unimodal_loss); the late fusion uses them.",
+    )
 
     @field_validator("encoders")
     @classmethod

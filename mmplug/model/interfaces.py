@@ -13,8 +13,8 @@ data-loader workers; :class:`mmplug.model.multimodal.MultimodalModel` the rest.)
 ``output_dim``, ``C`` the head's ``output_dim``.
 
 Beyond the abstract methods, each interface has optional methods with defaults (an
-encoder's ``fit``, ``preprocessor``, ``save_fitted``; a head's ``task_class``): a component
-overrides them only when it has something to add.
+encoder's ``fit``, ``preprocessor``, ``save_fitted``; a fusion's ``combines``; a head's
+``task_class``): a component overrides them only when it has something to add.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self
 
 import torch
 from torch import Tensor, nn
@@ -225,9 +225,16 @@ class Fusion(nn.Module, ABC):
 
     Attributes:
         output_dim: ``F``.
+        combines: ``"features"`` (the default): the fusion combines the encoders' features
+            and the head turns its output into the model's outputs. ``"outputs"``: it
+            combines the outputs of one head per modality key (built on each encoder alone,
+            as ``model.unimodal_heads``), its ``input_dims`` are the heads' ``output_dim``
+            (``C`` for every key), it gets those outputs as ``pooled``, and what it returns
+            (``[B, C]``) is the model's output: late fusion. Optional; a class attribute.
     """
 
     output_dim: int
+    combines: ClassVar[Literal["features", "outputs"]] = "features"
 
     @abstractmethod
     def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> Tensor:

@@ -5,6 +5,15 @@ modality; the model scatters their outputs back into batch order, with zero rows
 ``present`` False for the samples that lack it. In training it can also drop modalities at
 random (:func:`drop_modalities`). A :class:`Batch` comes from the data pipeline
 (:mod:`mmplug.data.pipeline`); :mod:`mmplug.model.build` makes the model from a config.
+
+Unimodal heads: a model may also have one head per modality key, each on its encoder's
+pooled features alone (``model.unimodal_heads``). Their outputs come back in
+:attr:`ModelOutput.unimodal`; training adds their losses to the fused one, so that no encoder
+is starved by a faster one (see :mod:`mmplug.training.balance`). A fusion that combines
+outputs rather than features (``Fusion.combines == "outputs"``, such as core's ``late``)
+takes the unimodal heads' outputs, and its result is the model's output: there is no fused
+head then, and :attr:`MultimodalModel.head` is the first key's unimodal head (its loss,
+predictions and metrics are those of every unimodal head).
 """
 
 from __future__ import annotations
@@ -44,6 +53,14 @@ class Batch:
             present={k: v.to(device) for k, v in self.present.items()},
         )
 
+    def without(self, key: str) -> Batch:
+        """The same batch with modality ``key`` absent from every sample (its inputs gone)."""
+        return Batch(
+            size=self.size,
+            inputs={k: ({} if k == key else v) for k, v in self.inputs.items()},
+            present={k: (torch.zeros_like(v) if k == key else v) for k, v in self.present.items()},
+        )
+
 
 @dataclass
 class ModelOutput:
@@ -53,11 +70,18 @@ class ModelOutput:
         logits: the head's output, ``[B, C]``.
         fused: the fusion's output, ``[B, F]``.
         features: per key, the encoder output scattered back to batch order.
+        unimodal: per key, that key's unimodal head's outputs ``[B, C]`` (rows of samples
+            without the key are computed from zeros and mean nothing); empty when the model
+            has no unimodal heads.
+        present: per key, which samples had the key as the model saw them (after modality
+            dropout).
     """
 
     logits: Tensor
     fused: Tensor
     features: dict[str, EncoderOutput] = field(default_factory=dict)
+    unimodal: dict[str, Tensor] = field(default_factory=dict)
+    present: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MultimodalModel(nn.Module):
@@ -71,22 +95,48 @@ class MultimodalModel(nn.Module):
         resolved: the resolved config the model was built from, if any.
         modality_dropout: in training mode, the probability of dropping each present
             modality of a sample (see :func:`drop_modalities`).
+        unimodal_heads: modality key -> a head on that encoder's pooled features, for every
+            key; required when the fusion combines outputs.
+        head: the fused head; None when the fusion combines outputs.
     """
+
+    head: Head
 
     def __init__(
         self,
         encoders: Mapping[str, Encoder],
         fusion: Fusion,
-        head: Head,
+        head: Head | None,
         modalities: Mapping[str, Modality],
         resolved: ResolvedModel | None = None,
         modality_dropout: float = 0.0,
+        unimodal_heads: Mapping[str, Head] | None = None,
     ):
         super().__init__()
         self.modality_dropout = modality_dropout
         self.encoders = nn.ModuleDict({key: encoders[key] for key in sorted(encoders)})
         self.fusion = fusion
-        self.head = head
+        self.late = combines_outputs(fusion)
+        self.unimodal_heads: nn.ModuleDict | None = None
+        if unimodal_heads is not None:
+            if sorted(unimodal_heads) != list(self.encoders):
+                raise ComponentError(
+                    f"unimodal heads for {sorted(unimodal_heads)}, but the encoders are "
+                    f"{list(self.encoders)}"
+                )
+            self.unimodal_heads = nn.ModuleDict({key: unimodal_heads[key] for key in self.encoders})
+        if self.late:
+            if self.unimodal_heads is None:
+                raise ComponentError(
+                    f"fusion {type(fusion).__name__} combines outputs: it needs unimodal heads"
+                )
+            # Not a submodule of its own: the same module as the first unimodal head, so its
+            # weights are saved once. Loss, predict and metrics don't depend on which head.
+            object.__setattr__(self, "head", next(iter(self.unimodal_heads.values())))
+        elif head is None:
+            raise ComponentError("a model whose fusion combines features needs a head")
+        else:
+            self.head = head
         self.modalities = {key: modalities[key] for key in sorted(modalities)}
         self.resolved = resolved
         # Follows .to(device/dtype) so that modalities absent from a whole batch get zeros
@@ -134,14 +184,21 @@ class MultimodalModel(nn.Module):
         if self.training and self.modality_dropout > 0:
             batch = drop_modalities(batch, self.modality_dropout)
         features = self.encode(batch)
-        fused = self.fusion(features, batch.present)
+        unimodal: dict[str, Tensor] = {}
+        if self.unimodal_heads is not None:
+            unimodal = {
+                key: head(features[key].pooled) for key, head in self.unimodal_heads.items()
+            }
+        fusing = {key: EncoderOutput(out) for key, out in unimodal.items()} if self.late else None
+        fused = self.fusion(fusing or features, batch.present)
         expected = (batch.size, self.fusion.output_dim)
         if not isinstance(fused, Tensor) or tuple(fused.shape) != expected:
             got = tuple(fused.shape) if isinstance(fused, Tensor) else type(fused).__name__
             raise ComponentError(
                 f"fusion {type(self.fusion).__name__} returned {got}, expected {expected}"
             )
-        return ModelOutput(logits=self.head(fused), fused=fused, features=features)
+        logits = fused if self.late else self.head(fused)
+        return ModelOutput(logits, fused, features, unimodal, batch.present)
 
     def describe(self) -> str:
         """A few lines on what was built: components, origins, dims and parameter counts."""
@@ -165,9 +222,13 @@ class MultimodalModel(nn.Module):
                 self.fusion.output_dim,
             )
         )
-        rows.append(
-            ("head", "", self.head, resolved.head if resolved else None, self.head.output_dim)
-        )
+        origin = resolved.head if resolved else None
+        if self.unimodal_heads is not None:
+            for key, head in self.unimodal_heads.items():
+                rows.append(("head", key, head, origin, cast(Head, head).output_dim))
+        if not self.late:
+            name = "fused" if self.unimodal_heads is not None else ""
+            rows.append(("head", name, self.head, origin, self.head.output_dim))
         lines = []
         for kind, key, module, origin, dim in rows:
             count = sum(p.numel() for p in module.parameters())
@@ -180,6 +241,12 @@ class MultimodalModel(nn.Module):
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         lines.append(f"  total: {total:,} parameters ({trainable:,} trainable)")
         return "\n".join(lines)
+
+
+def combines_outputs(fusion: object) -> bool:
+    """Whether a fusion (or its factory) combines the unimodal heads' outputs rather than the
+    encoders' features (``Fusion.combines``)."""
+    return getattr(fusion, "combines", "features") == "outputs"
 
 
 def drop_modalities(batch: Batch, probability: float) -> Batch:

@@ -52,6 +52,7 @@ class ResolvedModel:
     fusion: ResolvedComponent
     head: ResolvedComponent
     modality_dropout: float = 0.0
+    unimodal_heads: bool = False
 
     def to_config(self) -> dict[str, Any]:
         """The fully resolved ``model`` section."""
@@ -60,6 +61,7 @@ class ResolvedModel:
             "fusion": self.fusion.to_config(),
             "head": self.head.to_config(),
             "modality_dropout": self.modality_dropout,
+            "unimodal_heads": self.unimodal_heads,
         }
 
     def distributions(self) -> dict[str, str]:
@@ -164,6 +166,7 @@ def resolve_model(
         fusion=fusion,
         head=head,
         modality_dropout=model.modality_dropout,
+        unimodal_heads=model.unimodal_heads,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from mmplug.model.tasks import class_name
 
@@ -84,8 +84,29 @@ class TrainConfig(BaseModel):
         default=1, description="Forward passes per optimizer step."
     )
     lr: float = Field(default=1e-3, gt=0, description="Peak learning rate (AdamW).")
-    encoder_lr: float | None = Field(
-        default=None, gt=0, description="Peak learning rate of the encoders; default: lr."
+    encoder_lr: PositiveFloat | dict[str, PositiveFloat] | None = Field(
+        default=None,
+        description="Peak learning rate of the encoders, or of each modality key's encoder "
+        "({audio: 0.0005}; keys not listed use lr); default: lr.",
+    )
+    unimodal_loss: float = Field(
+        default=1.0,
+        ge=0,
+        description="Weight of the unimodal heads' losses (summed over keys) added to the "
+        "fused loss; used when the model has unimodal heads (model.unimodal_heads, or the "
+        "late fusion).",
+    )
+    modulation: float = Field(
+        default=0.0,
+        ge=0,
+        description="Gradient modulation (OGM) strength alpha: each step, the encoder whose "
+        "unimodal head leads gets its gradients scaled by 1 - tanh(alpha * (ratio - 1)); "
+        "0 is off. Needs unimodal heads.",
+    )
+    reliance: bool = Field(
+        default=True,
+        description="Each epoch, also evaluate the val split with each modality blanked out "
+        "(val_without_<key>_<metric>) and warn when the model ignores one.",
     )
     weight_decay: float = Field(
         default=0.01, ge=0, description="AdamW weight decay (not applied to biases and norms)."

@@ -114,6 +114,15 @@ class Task(ABC):
         """A fresh confusion-matrix metric for ``count`` outputs, where the task has one."""
         return None
 
+    def prior(self, targets: Tensor) -> Tensor | None:
+        """The outputs ``[C]`` of the best constant guess from training ``targets`` (stacked
+        as :meth:`encode` makes them): chance level, which a model must beat; optional.
+
+        The loss and metrics of this guess are what ``mmplug train`` and ``mmplug compare``
+        report as chance. The default (None) has no chance level.
+        """
+        return None
+
     @abstractmethod
     def describe(self, prediction: Tensor) -> dict[str, Any]:
         """One sample's ``Head.predict`` output -> what a user reads."""
@@ -219,6 +228,13 @@ class ClassificationTask(_ClassTask):
 
         return torchmetrics.ConfusionMatrix(task="multiclass", num_classes=count)
 
+    def prior(self, targets: Tensor) -> Tensor:
+        """Log class frequencies: the logits of always answering the training distribution."""
+        import torch
+
+        counts = torch.bincount(targets.long().flatten(), minlength=len(self.classes)).float()
+        return (counts / counts.sum().clamp(min=1)).clamp(min=1e-6).log()
+
     def describe(self, prediction: Tensor) -> dict[str, Any]:
         """``{"label": the likeliest class, "probabilities": {class: p}}``."""
         values = prediction.float().tolist()
@@ -254,6 +270,10 @@ class MultilabelTask(_ClassTask):
         values = prediction.float().tolist()
         chosen = [self.class_of(i) for i, p in enumerate(values) if p >= 0.5]
         return {"labels": chosen, "probabilities": self.named(values)}
+
+    def prior(self, targets: Tensor) -> Tensor:
+        """The logits of each label's training frequency."""
+        return targets.float().reshape(-1, len(self.classes)).mean(0).clamp(1e-6, 1 - 1e-6).logit()
 
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "separator": self.separator}
@@ -296,6 +316,11 @@ class RegressionTask(Task):
                 f"outputs), got {len(values)}: {cell!r}"
             )
         return torch.tensor(values, dtype=torch.float32).squeeze(0)
+
+    def prior(self, targets: Tensor) -> Tensor:
+        """The training mean of each value."""
+        values = targets.float()
+        return values.reshape(values.shape[0], -1).mean(0)
 
     def describe(self, prediction: Tensor) -> dict[str, Any]:
         """``{"value": a float, or a list for several outputs}``."""

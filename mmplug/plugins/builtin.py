@@ -1,10 +1,13 @@
-"""Core's default plugin: the task heads, registered through the same hook as any plugin.
+"""Core's default plugin: the task heads and the ``late`` fusion, registered through the
+same hooks as any plugin.
 
 Cheap to import (pydantic only); the torch modules live in :mod:`mmplug.model.heads` and
-are imported when a head is built.
+:mod:`mmplug.model.late` and are imported when a component is built.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field, PositiveInt
 
@@ -51,6 +54,26 @@ class RegressionParams(_MLPParams):
     """Regression of one or more real values."""
 
     num_targets: int = Field(default=1, ge=1, description="Number of values predicted per sample.")
+
+
+class LateParams(Params):
+    """Late fusion: the unimodal heads' outputs averaged."""
+
+    weights: Literal["learned", "equal"] = Field(
+        default="learned",
+        description="Weights of the average over the keys a sample has: learned (a softmax, "
+        "starting equal) or equal.",
+    )
+
+
+@hookimpl
+def register_fusions(register: RegisterFn) -> None:
+    register(
+        "late",
+        "mmplug.model.late:LateFusion",
+        params=LateParams,
+        summary="Late fusion: a weighted average of one head per modality (unimodal heads)",
+    )
 
 
 @hookimpl

@@ -1,7 +1,9 @@
 """Checks of a fusion, over modalities of different sizes and token counts (1, 2 and 3 of
 them where each adds a case, 2 or 3 otherwise).
 
-The features are what assembly hands a fusion: per key, ``pooled`` ``[B, D]`` with zero rows
+A fusion that combines outputs (``combines = "outputs"``) gets what assembly hands it
+instead: one size for every key and pooled outputs only. The features are what assembly
+hands a fusion: per key, ``pooled`` ``[B, D]`` with zero rows
 for absent samples, ``tokens`` ``[B, T, D]`` and a ``mask`` that is False on padding and on
 absent rows, and ``tokens=None`` for a key no sample of the batch has. The batches mix every
 key present, each key absent alone, and nothing present.
@@ -15,6 +17,7 @@ import torch
 from torch import Tensor
 
 from mmplug.model.interfaces import EncoderOutput, Fusion
+from mmplug.model.multimodal import combines_outputs
 from mmplug.testing.checks.common import backward, build, close, finite
 
 if TYPE_CHECKING:
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
 #: Input sizes for 1, 2 and 3 modalities (distinct on purpose); key ``i`` has ``i + 2``
 #: tokens per sample, so no fusion can assume equal lengths.
 DIMS = {"a": 3, "b": 5, "c": 7}
+#: ``C``, every unimodal head's output size, for fusions that combine outputs.
+OUTPUTS = 4
 #: What an absent row, a padded token or an absent row's mask may hold: it must not matter.
 GARBAGE = (float("nan"), float("inf"), float("-inf"), 1e6, None)  # None: large random values
 
@@ -44,8 +49,10 @@ def fake_features(
     *,
     seed: int,
     dtype: torch.dtype = torch.float32,
+    tokens: bool = True,
 ) -> dict[str, EncoderOutput]:
-    """Random features shaped as assembly scatters them (see the module's docstring)."""
+    """Random features shaped as assembly scatters them (see the module's docstring); with
+    ``tokens`` False, pooled only (as unimodal heads' outputs reach a late fusion)."""
     generator = torch.Generator().manual_seed(seed)
     features = {}
     for index, (key, dim) in enumerate(dims.items()):
@@ -54,21 +61,30 @@ def fake_features(
         # drawn in float32, then cast: float64 features hold the same values
         pooled = torch.randn(batch, dim, generator=generator).to(dtype)
         pooled = torch.where(here[:, None], pooled, 0.0)
-        if not bool(here.any()):
+        if not tokens or not bool(here.any()):
             features[key] = EncoderOutput(pooled)
             continue
-        tokens = torch.randn(batch, index + 2, dim, generator=generator).to(dtype)
+        sequence = torch.randn(batch, index + 2, dim, generator=generator).to(dtype)
         mask = torch.rand(batch, index + 2, generator=generator) < 0.7
         mask[:, 0] = True  # like most encoders: one real token at least per present sample
         mask &= here[:, None]
-        tokens = torch.where(mask[..., None], tokens, 0.0)
-        features[key] = EncoderOutput(pooled, tokens, mask)
+        sequence = torch.where(mask[..., None], sequence, 0.0)
+        features[key] = EncoderOutput(pooled, sequence, mask)
     return features
 
 
 def fusion_for(case: Case, count: int) -> tuple[Fusion, dict[str, int]]:
+    """The case's fusion over ``count`` keys of different sizes; for a fusion that combines
+    the unimodal heads' outputs, of one size (``C``), as assembly builds it."""
     dims = dims_of(count)
+    if combines_outputs(case.spec.load_factory()):
+        dims = dict.fromkeys(dims, OUTPUTS)
     return build(case, Fusion, input_dims=dims), dims
+
+
+def takes_tokens(fusion: Fusion) -> bool:
+    """Whether assembly hands this fusion tokens (encoder features) or pooled head outputs."""
+    return not combines_outputs(fusion)
 
 
 def fuse(
@@ -93,7 +109,9 @@ def check_fusion_output_shape(case: Case) -> None:
     for count in (1, 2, 3):
         fusion, dims = fusion_for(case, count)
         present = mixed_rows(dims)
-        out = fuse_eval(case, fusion, fake_features(dims, present, seed=0), present)
+        out = fuse_eval(
+            case, fusion, fake_features(dims, present, seed=0, tokens=takes_tokens(fusion)), present
+        )
         expected = (len(present["a"]), fusion.output_dim)
         assert tuple(out.shape) == expected, (
             f"{case.who()}: with {count} modalities {dims}, output has shape "
@@ -105,7 +123,7 @@ def check_fusion_key_order(case: Case) -> None:
     """The order of the input dicts' keys changes nothing."""
     fusion, dims = fusion_for(case, 3)
     present = mixed_rows(dims)
-    features = fake_features(dims, present, seed=1)
+    features = fake_features(dims, present, seed=1, tokens=takes_tokens(fusion))
     forward = fuse_eval(case, fusion, features, present)
     shuffled = fuse_eval(
         case,
@@ -121,7 +139,7 @@ def check_fusion_batch_independent(case: Case) -> None:
     for count in (1, 2, 3):
         fusion, dims = fusion_for(case, count)
         present = mixed_rows(dims)
-        features = fake_features(dims, present, seed=2)
+        features = fake_features(dims, present, seed=2, tokens=takes_tokens(fusion))
         batched = fuse_eval(case, fusion, features, present)
         for row in range(batched.shape[0]):
             one = {key: _row(out, row) for key, out in features.items()}
@@ -147,7 +165,7 @@ def check_fusion_absent_has_no_influence(case: Case) -> None:
     for count in (1, 2, 3):
         fusion, dims = fusion_for(case, count)
         present = mixed_rows(dims)
-        features = fake_features(dims, present, seed=3)
+        features = fake_features(dims, present, seed=3, tokens=takes_tokens(fusion))
         clean = fuse_eval(case, fusion, features, present)
         finite(case, f"the output with {count} modalities", clean)
         for seed, garbage in enumerate(GARBAGE):
@@ -190,9 +208,9 @@ def check_fusion_all_absent_finite(case: Case) -> None:
     mixed batch and in a batch where nothing is present at all (no tokens); train mode too."""
     fusion, dims = fusion_for(case, 2)
     nothing = {key: torch.zeros(3, dtype=torch.bool) for key in dims}
-    empty = fake_features(dims, nothing, seed=4)
+    empty = fake_features(dims, nothing, seed=4, tokens=takes_tokens(fusion))
     present = {key: torch.tensor([False, True, False]) for key in dims}
-    mixed = fake_features(dims, present, seed=5)
+    mixed = fake_features(dims, present, seed=5, tokens=takes_tokens(fusion))
     for what, features, rows in (("nothing present", empty, nothing), ("a mixed", mixed, present)):
         out = fuse_eval(case, fusion, features, rows)
         finite(case, f"the output for all-absent rows of a batch with {what}", out)
@@ -212,7 +230,9 @@ def check_fusion_gradients(case: Case) -> None:
             parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
     fusion.train()
     present = mixed_rows(dims)
-    out = fuse(case, fusion, fake_features(dims, present, seed=7), present)
+    out = fuse(
+        case, fusion, fake_features(dims, present, seed=7, tokens=takes_tokens(fusion)), present
+    )
     weights = torch.randn(out.shape, generator=generator)
     backward(case, fusion, (out * weights).sum(), "its output")
     zero = [n for n, p in fusion.named_parameters() if p.grad is not None and not p.grad.any()]
@@ -224,9 +244,13 @@ def check_fusion_float64(case: Case) -> None:
     float32 self."""
     fusion, dims = fusion_for(case, 2)
     present = mixed_rows(dims)
-    single = fuse_eval(case, fusion, fake_features(dims, present, seed=8), present)
+    single = fuse_eval(
+        case, fusion, fake_features(dims, present, seed=8, tokens=takes_tokens(fusion)), present
+    )
     fusion = fusion.to(torch.float64)
-    double_in = fake_features(dims, present, seed=8, dtype=torch.float64)
+    double_in = fake_features(
+        dims, present, seed=8, tokens=takes_tokens(fusion), dtype=torch.float64
+    )
     double = fuse_eval(case, fusion, double_in, present)
     assert double.dtype == torch.float64, (
         f"{case.who()}: float64 inputs gave a {double.dtype} output"
