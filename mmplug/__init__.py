@@ -7,8 +7,8 @@ This module is the public face, for users and for plugin authors alike:
   the errors, and the weight-file helpers ``read_state_dict``, ``load_checked`` and
   ``strip_prefix``;
 - for users: ``validate``, ``build_model``, ``save_model``, ``load_model``, ``train``,
-  ``load`` and ``evaluate``, which use the installed plugins unless given a ``registry``,
-  plus ``Config``, ``load_config``, ``Pipeline``, ``Batch``, ``MultimodalModel``,
+  ``compare``, ``load`` and ``evaluate``, which use the installed plugins unless given a
+  ``registry``, plus ``Config``, ``load_config``, ``Pipeline``, ``Batch``, ``MultimodalModel``,
   ``Predictor``, ``Reporter``, ``Registry`` and ``load_plugins`` (to add a plugin object
   by hand).
 
@@ -124,6 +124,7 @@ __all__ = [
     "UnknownComponentError",
     "__version__",
     "build_model",
+    "compare",
     "evaluate",
     "hookimpl",
     "load",
@@ -240,6 +241,23 @@ def train(
         out=out,
         resume=resume,
         reporter=reporter,
+    )
+
+
+def compare(
+    config: ConfigSource | Config,
+    overrides: Sequence[str] = (),
+    *,
+    out: str | Path,
+    registry: Registry | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Train the fused model and each modality alone, and compare them on the test split
+    (see :mod:`mmplug.training.compare`); returns what ``compare.json`` holds."""
+    from mmplug.training.compare import compare as run_comparison
+
+    return run_comparison(
+        config, overrides, registry=_registry(registry), out=out, reporter=reporter
     )
 
 

@@ -49,42 +49,43 @@ def toy_settings() -> TrainConfig:
     return TrainConfig(lr=0.01, encoder_lr=0.001, weight_decay=0.05)
 
 
-def test_groups_split_encoders_and_decay(toy_settings: TrainConfig) -> None:
+def test_groups_split_encoders_by_key_and_decay(toy_settings: TrainConfig) -> None:
     model = Tiny()
     groups = param_groups(model, toy_settings)
     by_name = {group["name"]: group for group in groups}
     assert [group["name"] for group in groups] == [
         "fusion+head (no decay)",
         "fusion+head",
-        "encoders (no decay)",
-        "encoders",
+        "encoders.num (no decay)",
+        "encoders.num",
+        "encoders.text (no decay)",
+        "encoders.text",
     ]
     embed, norm = model.text
-    assert ids(by_name["encoders"]["params"]) == ids([embed.weight, model.num.weight])
-    assert ids(by_name["encoders (no decay)"]["params"]) == ids(
-        [norm.weight, norm.bias, model.num.bias]
-    )
+    assert ids(by_name["encoders.text"]["params"]) == ids([embed.weight])
+    assert ids(by_name["encoders.num"]["params"]) == ids([model.num.weight])
+    assert ids(by_name["encoders.text (no decay)"]["params"]) == ids([norm.weight, norm.bias])
+    assert ids(by_name["encoders.num (no decay)"]["params"]) == ids([model.num.bias])
     assert ids(by_name["fusion+head"]["params"]) == ids([model.fusion.weight, model.head.weight])
     assert ids(by_name["fusion+head (no decay)"]["params"]) == ids(
         [model.fusion.bias, model.head.bias, model.scale]
     )
-    assert {name: group["lr"] for name, group in by_name.items()} == {
-        "encoders": 0.001,
-        "encoders (no decay)": 0.001,
-        "fusion+head": 0.01,
-        "fusion+head (no decay)": 0.01,
-    }
-    assert {name: group["weight_decay"] for name, group in by_name.items()} == {
-        "encoders": 0.05,
-        "encoders (no decay)": 0.0,
-        "fusion+head": 0.05,
-        "fusion+head (no decay)": 0.0,
-    }
+    lrs = {name: group["lr"] for name, group in by_name.items()}
+    assert lrs == {name: 0.01 if name.startswith("fusion") else 0.001 for name in by_name}
+    decay = {name: group["weight_decay"] for name, group in by_name.items()}
+    assert decay == {name: 0.0 if "no decay" in name else 0.05 for name in by_name}
+
+
+def test_each_encoder_can_have_its_own_learning_rate() -> None:
+    settings = TrainConfig(lr=0.01, encoder_lr={"text": 0.002})
+    lrs = {group["name"]: group["lr"] for group in param_groups(Tiny(), settings)}
+    assert lrs["encoders.text"] == lrs["encoders.text (no decay)"] == 0.002
+    assert lrs["encoders.num"] == lrs["fusion+head"] == 0.01  # not listed: lr
 
 
 def test_encoders_follow_lr_when_encoder_lr_is_not_set() -> None:
     groups = param_groups(Tiny(), TrainConfig(lr=0.02))
-    assert [group["lr"] for group in groups] == [0.02] * 4
+    assert [group["lr"] for group in groups] == [0.02] * 6
 
 
 def test_frozen_parameters_are_left_out(toy_settings: TrainConfig) -> None:
@@ -106,8 +107,10 @@ def test_the_optimizer_takes_the_groups(toy_settings: TrainConfig) -> None:
     assert [(g["name"], g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [
         ("fusion+head (no decay)", 0.01, 0.0),
         ("fusion+head", 0.01, 0.05),
-        ("encoders (no decay)", 0.001, 0.0),
-        ("encoders", 0.001, 0.05),
+        ("encoders.num (no decay)", 0.001, 0.0),
+        ("encoders.num", 0.001, 0.05),
+        ("encoders.text (no decay)", 0.001, 0.0),
+        ("encoders.text", 0.001, 0.05),
     ]
 
 
@@ -183,7 +186,7 @@ def test_optimizer_state_round_trips_exactly(tmp_path: Path) -> None:
     saved, restored = optimizer.state_dict(), fresh.state_dict()
     # lr 0.01 / 0.002 as saved, not the fresh optimizer's 0.5 (betas come back as a list)
     assert restored["param_groups"] == json.loads(json.dumps(saved["param_groups"]))
-    assert [g["lr"] for g in fresh.param_groups] == [0.01, 0.01, 0.002, 0.002]
+    assert [g["lr"] for g in fresh.param_groups] == [0.01, 0.01] + [0.002] * 4
     assert set(restored["state"]) == set(saved["state"]) == set(range(10))
     for index, values in saved["state"].items():
         assert set(restored["state"][index]) == {"step", "exp_avg", "exp_avg_sq"}

@@ -1,4 +1,5 @@
-"""The commands that train and use models: ``train``, ``evaluate`` and ``predict``.
+"""The commands that train and use models: ``train``, ``compare``, ``evaluate`` and
+``predict``.
 
 Unlike the listing commands they import torch, when they run (not when the command line is
 parsed).
@@ -17,7 +18,7 @@ from mmplug.errors import MmplugError
 
 
 def add_running_commands(commands: Any) -> None:
-    """``train``, ``evaluate``, ``predict``."""
+    """``train``, ``compare``, ``evaluate``, ``predict``."""
     cmd = commands.add_parser(
         "train",
         help="train a model from a config; writes a run directory",
@@ -36,6 +37,21 @@ def add_running_commands(commands: Any) -> None:
     cmd.add_argument("--resume", metavar="DIR", help="continue a run from its last/ checkpoint")
     cmd.add_argument("--quiet", action="store_true", help="print only the run directory")
     cmd.set_defaults(run=cmd_train)
+
+    cmd = commands.add_parser(
+        "compare",
+        help="train the fused model and each modality alone; compare them on the test split",
+        description="Train the config's fused model and one model per modality key (that "
+        "encoder alone, same settings) into one folder, then print their test metrics next "
+        "to chance and the late average of the single-modality models. Writes compare.json "
+        "and compare.png; rerun with the same --out to continue.",
+    )
+    cmd.add_argument(
+        "args", nargs="+", metavar="CONFIG [KEY=VALUE ...]", help="a config, then overrides"
+    )
+    cmd.add_argument("--out", metavar="DIR", help="the folder (default: runs/compare-<time>)")
+    cmd.add_argument("--quiet", action="store_true", help="print only the table")
+    cmd.set_defaults(run=cmd_compare)
 
     cmd = commands.add_parser("evaluate", help="a trained run's metrics on a labelled manifest")
     _run_dir_arguments(cmd)
@@ -101,6 +117,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.quiet:
         print(run)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import time
+
+    from mmplug.training.compare import compare, table
+    from mmplug.training.progress import Reporter
+
+    config, overrides = split_config_and_overrides(args.args)
+    if config is None:
+        raise MmplugError("compare needs a CONFIG file first")
+    out = args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    report = compare(
+        config, overrides, registry=args.host.registry, out=out, reporter=Reporter(quiet=args.quiet)
+    )
+    if args.quiet:
+        print("\n".join(table(report)).lstrip())
     return 0
 
 

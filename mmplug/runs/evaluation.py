@@ -2,7 +2,8 @@
 where the task has one, a confusion matrix.
 
 Used by the trainer (validation each epoch, the test split at the end) and by
-``mmplug evaluate``.
+``mmplug evaluate``; :func:`collect_predictions` keeps every row's prediction instead, for
+``mmplug compare``'s late-fusion average.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch
 from torch import Tensor
 
 from mmplug.data.pipeline import LoadedBatch, Skipped, raise_fatal
+from mmplug.errors import MmplugError
 from mmplug.model.devices import autocast
+from mmplug.model.interfaces import Head
 from mmplug.model.multimodal import MultimodalModel
 from mmplug.model.tasks import Task
 
@@ -76,6 +79,7 @@ def evaluate_loader(
     precision: str = "fp32",
     confusion: bool = False,
     progress: Callable[[], None] | None = None,
+    blank: str | None = None,
 ) -> Evaluation:
     """Loss and metrics of ``model`` over a labelled loader (model put in eval mode).
 
@@ -83,6 +87,8 @@ def evaluate_loader(
         task: the head's task (metric targets, the confusion matrix).
         confusion: also count a confusion matrix, if the task has one.
         progress: called after each batch.
+        blank: a modality key made absent from every sample: how much the model relies
+            on it.
     """
     head = model.head
     was_training = model.training
@@ -95,8 +101,9 @@ def evaluate_loader(
     skipped: list[Skipped] = []
     for loaded in batches(loader, device, skipped):
         assert loaded.batch is not None and loaded.targets is not None
+        batch = loaded.batch if blank is None else loaded.batch.without(blank)
         with autocast(device, precision):
-            outputs = model(loaded.batch).logits
+            outputs = model(batch).logits
         outputs = outputs.float()
         targets = loaded.targets
         total += float(head.loss(outputs, targets)) * len(loaded.indices)
@@ -130,3 +137,65 @@ def _compute(metric: Any) -> float:
         except (ValueError, RuntimeError):
             return math.nan
     return float(value.float().mean()) if value.numel() > 1 else float(value)
+
+
+@dataclass
+class Predictions:
+    """Every row's prediction over a labelled loader.
+
+    Attributes:
+        rows: manifest row index of each prediction, in loader order.
+        predictions: ``Head.predict`` of each row, ``[N, ...]``, on the CPU.
+        targets: ``[N, ...]``.
+        present: per modality key, bool ``[N]``.
+    """
+
+    rows: list[int]
+    predictions: Tensor
+    targets: Tensor
+    present: dict[str, Tensor]
+
+
+@torch.no_grad()
+def collect_predictions(
+    model: MultimodalModel, loader: Iterable[LoadedBatch], device: torch.device
+) -> Predictions:
+    """Run ``model`` (in eval mode) over a labelled loader, keeping each row's prediction.
+
+    Raises:
+        DataError: a row could not be read and ``on_error`` is ``raise``.
+    """
+    was_training = model.training
+    model.eval()
+    rows: list[int] = []
+    predictions, targets = [], []
+    present: dict[str, list[Tensor]] = {key: [] for key in model.keys}
+    for loaded in batches(loader, device, []):
+        assert loaded.batch is not None and loaded.targets is not None
+        outputs = model(loaded.batch).logits.float()
+        predictions.append(model.head.predict(outputs).cpu())
+        targets.append(loaded.targets.cpu())
+        for key in model.keys:
+            present[key].append(loaded.batch.present[key].cpu())
+        rows += loaded.indices
+    model.train(was_training)
+    if not rows:
+        raise MmplugError("no row could be read")
+    return Predictions(
+        rows,
+        torch.cat(predictions),
+        torch.cat(targets),
+        {key: torch.cat(values) for key, values in present.items()},
+    )
+
+
+def score(
+    head: Head, task: Task, predictions: Tensor, targets: Tensor
+) -> dict[str, float]:
+    """The head's metrics of ``predictions`` (``Head.predict`` outputs) against ``targets``."""
+    values = {}
+    metric_targets = task.metric_targets(targets)
+    for name, metric in head.metrics().items():
+        metric.update(predictions, metric_targets)
+        values[name] = _compute(metric)
+    return values

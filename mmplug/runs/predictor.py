@@ -25,7 +25,7 @@ from mmplug.model.multimodal import MultimodalModel
 from mmplug.model.sections import DataConfig
 from mmplug.model.tasks import Task
 from mmplug.plugins.registry import Registry
-from mmplug.runs.evaluation import Evaluation, evaluate_loader
+from mmplug.runs.evaluation import Evaluation, Predictions, collect_predictions, evaluate_loader
 from mmplug.runs.rundir import BEST, CONFIG, LAST, RunDir
 
 
@@ -144,6 +144,18 @@ class Predictor:
         )
         loader = make_loader(dataset, batch_size=batch_size, train=False, num_workers=num_workers)
         return evaluate_loader(self.model, loader, self.device, self.task, confusion=True)
+
+    def predictions(
+        self, path: str | Path, *, batch_size: int = 32, num_workers: int = 0
+    ) -> Predictions:
+        """Every row's prediction and target on a labelled manifest (rows that can't be read
+        are left out with the run's ``data.on_error: skip``)."""
+        manifest = read_labelled_manifest(path, self.data.label)
+        dataset = ManifestDataset.from_config(
+            manifest, self.pipeline, self.data, task=self.task, missing="absent"
+        )
+        loader = make_loader(dataset, batch_size=batch_size, train=False, num_workers=num_workers)
+        return collect_predictions(self.model, loader, self.device)
 
 
 def _sample_key(index: int) -> Callable[[str], str]:

@@ -1,7 +1,7 @@
 """Optimizer, learning-rate schedule and their state as files without pickle.
 
 AdamW over two kinds of parameters (decayed: weight matrices and kernels; not decayed:
-biases, norms, embeddings' 1-D scales), with the encoders' optionally at their own learning
+biases, norms, embeddings' 1-D scales), with each encoder's optionally at its own learning
 rate. The schedule warms up linearly, then decays along a cosine to ``min_lr_ratio``.
 
 Optimizer state is saved as a safetensors file (tensors) plus JSON (everything else), so
@@ -23,26 +23,39 @@ from mmplug.model.sections import TrainConfig
 
 
 def param_groups(model: nn.Module, settings: TrainConfig) -> list[dict[str, Any]]:
-    """Trainable parameters in up to four groups: (encoder or not) x (decayed or not)."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    """Trainable parameters in groups: (one per encoder key, or the rest) x (decayed or not).
+
+    Each encoder's groups take its learning rate from ``encoder_lr`` (one value for every
+    encoder, or one per key; ``lr`` where none is given).
+    """
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        key = (name.startswith("encoders."), param.ndim >= 2)
-        groups.setdefault(key, []).append(param)
+        parts = name.split(".")
+        owner = f"encoders.{parts[1]}" if parts[0] == "encoders" else ""
+        groups.setdefault((owner, param.ndim >= 2), []).append(param)
     result = []
-    for (is_encoder, decayed), params in sorted(groups.items()):
-        lr = settings.encoder_lr if is_encoder and settings.encoder_lr else settings.lr
+    for (owner, decayed), params in sorted(
+        groups.items(), key=lambda item: (item[0][0] != "", item[0])
+    ):
         result.append(
             {
                 "params": params,
-                "lr": lr,
+                "lr": _lr(settings, owner.removeprefix("encoders.")) if owner else settings.lr,
                 "weight_decay": settings.weight_decay if decayed else 0.0,
-                "name": f"{'encoders' if is_encoder else 'fusion+head'}"
-                f"{'' if decayed else ' (no decay)'}",
+                "name": f"{owner or 'fusion+head'}{'' if decayed else ' (no decay)'}",
             }
         )
     return result
+
+
+def _lr(settings: TrainConfig, key: str) -> float:
+    """The peak learning rate of modality ``key``'s encoder."""
+    chosen = settings.encoder_lr
+    if isinstance(chosen, dict):
+        chosen = chosen.get(key)
+    return chosen or settings.lr
 
 
 def make_optimizer(model: nn.Module, settings: TrainConfig) -> torch.optim.AdamW:

@@ -103,24 +103,46 @@ def plot_history(lines: Sequence[dict[str, Any]], monitor: str, path: Path) -> N
 
 
 def history_figure(lines: Sequence[dict[str, Any]], monitor: str) -> Figure:
-    """The run per epoch: the losses on the left; on the right the validation metrics, the
-    monitored one (which picks ``best/``) drawn heavier and named so."""
+    """The run per epoch: the losses on the left; in the middle the validation metrics, the
+    monitored one (which picks ``best/``) drawn heavier and named so; on the right, where the
+    run measured it (``train.reliance``), the monitored metric with each modality blanked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     epochs = [line["epoch"] for line in lines]
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    blanked = {k for line in lines for k in line if k.startswith("val_without_")}
+    figure = Figure(figsize=(15 if blanked else 10, 4), layout="constrained")
     FigureCanvasAgg(figure)
-    losses, metrics = figure.subplots(1, 2)
-    for key in ("train_loss", "val_loss"):
+    panels = list(figure.subplots(1, 3 if blanked else 2))
+    losses, metrics = panels[:2]
+    for key in sorted({k for line in lines for k in line if k.startswith("train_loss")}):
         _curve(losses, epochs, lines, key, monitored=key == monitor)
+    _curve(losses, epochs, lines, "val_loss", monitored=monitor == "val_loss")
     losses.set(xlabel="epoch", ylabel="loss", title="loss")
-    names = sorted({k for line in lines for k in line if k.startswith("val_") and k != "val_loss"})
+    names = sorted(
+        {
+            k
+            for line in lines
+            for k in line
+            if k.startswith("val_") and k != "val_loss" and k not in blanked
+        }
+    )
     for key in names:
         _curve(metrics, epochs, lines, key, monitored=key == monitor)
     title = "validation metrics" if names else "no validation metrics (no data.val)"
     metrics.set(xlabel="epoch", title=title)
-    for axes in (losses, metrics):
+    if blanked:
+        metric = monitor.removeprefix("val_") if monitor.startswith("val_") else "loss"
+        reliance = panels[2]
+        _curve(reliance, epochs, lines, f"val_{metric}", monitored=True)
+        # every blanked pass records its loss: val_without_<key>_loss names the keys
+        keys = sorted(
+            k[len("val_without_") : -len("_loss")] for k in blanked if k.endswith("_loss")
+        )
+        for key in keys:
+            _curve(reliance, epochs, lines, f"val_without_{key}_{metric}", monitored=False)
+        reliance.set(xlabel="epoch", title=f"val_{metric} with each modality blanked")
+    for axes in panels:
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
         if axes.get_lines():

@@ -87,6 +87,7 @@ def train(
     else:
         model, config, task = _build(config, registry, manifests["train"], data)
     keys = check_columns(data, model.keys)
+    check_balance(settings, model)
     monitor, mode = _monitor(settings, task, model.head, "val" in manifests)
     new_run = _new_run_path(out) if run is None else None
     pipeline = Pipeline.from_model(model)
@@ -205,6 +206,33 @@ def check_columns(data: DataConfig, keys: Sequence[str]) -> list[str]:
             ]
         )
     return list(keys)
+
+
+def check_balance(settings: TrainConfig, model: MultimodalModel) -> None:
+    """The balancing settings fit the model: modulation has unimodal heads to read, and
+    per-key encoder learning rates name the model's keys.
+
+    Raises:
+        ConfigError: naming the setting.
+    """
+    issues = []
+    if settings.modulation and model.unimodal_heads is None:
+        issues.append(
+            ConfigIssue(
+                "train.modulation",
+                "gradient modulation compares the unimodal heads' losses: set "
+                "model.unimodal_heads: true (or use the late fusion)",
+            )
+        )
+    if isinstance(settings.encoder_lr, dict):
+        issues += [
+            ConfigIssue(
+                f"train.encoder_lr.{key}", f"the model has no encoder {key!r} ({model.keys})"
+            )
+            for key in sorted(set(settings.encoder_lr) - set(model.keys))
+        ]
+    if issues:
+        raise ConfigError(issues)
 
 
 def _monitor(settings: TrainConfig, task: Task, head: Head, has_val: bool) -> tuple[str, str]:

@@ -28,7 +28,7 @@ from mmplug.data.pipeline import ManifestDataset, Skipped, make_loader, raise_fa
 from mmplug.errors import MmplugError
 from mmplug.model.checkpoint import WEIGHTS_FILE, save_model
 from mmplug.model.devices import autocast
-from mmplug.model.multimodal import MultimodalModel
+from mmplug.model.multimodal import ModelOutput, MultimodalModel
 from mmplug.model.sections import DataConfig, TrainConfig
 from mmplug.model.tasks import Task
 from mmplug.runs.evaluation import Evaluation, evaluate_loader
@@ -43,6 +43,8 @@ from mmplug.runs.rundir import (
     TRAINER_STATE,
     RunDir,
 )
+from mmplug.training.balance import modulation, scale_gradients, unimodal_losses
+from mmplug.training.diagnostics import Watch
 from mmplug.training.optim import (
     jsonable,
     load_optimizer,
@@ -121,6 +123,7 @@ class Trainer:
             device.type, enabled=settings.precision == "fp16"
         )
         self._skipped: dict[tuple[str, int], Skipped] = {}
+        self.watch = Watch(model, task, datasets["train"], monitor)
 
     def _loader(self, split: str, epoch: int) -> torch.utils.data.DataLoader[Any]:
         train = split == "train"
@@ -222,15 +225,19 @@ class Trainer:
     def _epoch(self, epoch: int) -> None:
         started = time.perf_counter()
         seed_everything(epoch_seed(self.settings.seed, epoch))
-        train_loss = self._train_epoch(epoch)
+        trained = self._train_epoch(epoch)
         line: dict[str, Any] = {
             "epoch": epoch,
             "step": self.state.step,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "train_loss": train_loss,
+            **trained,
         }
         if "val" in self.datasets:
             line.update(self._evaluate("val", epoch).flat("val"))
+            if self.settings.reliance and len(self.model.keys) > 1:
+                for key in self.model.keys:
+                    blanked = self._evaluate("val", epoch, blank=key)
+                    line.update(blanked.flat(f"val_without_{key}"))
         line["seconds"] = round(time.perf_counter() - started, 2)
         self.history.append(line)
         self.run.write_jsonl(METRICS, self.history)
@@ -248,8 +255,16 @@ class Trainer:
         self._save(LAST, optimizer=True)
         if improved:
             self._save(BEST, optimizer=False)
-        shown = {k: v for k, v in line.items() if k not in ("epoch", "lr")}
+        metric = self.monitor.removeprefix("val_").removeprefix("train_")
+        shown = {
+            k: v
+            for k, v in line.items()
+            if k not in ("epoch", "lr")
+            and (not k.startswith("val_without_") or k.endswith(f"_{metric}"))
+        }
         self.reporter.log(f"epoch {epoch}/{self.epochs}  {format_metrics(shown)}")
+        for warning in self.watch.check(line):
+            self.reporter.log(f"warning: {warning}")
         if state.stopped_early:
             self.reporter.log(
                 f"stopping early: {self.monitor} has not improved for {patience} epochs"
@@ -262,13 +277,17 @@ class Trainer:
             return False
         return value < best if self.mode == "min" else value > best
 
-    def _train_epoch(self, epoch: int) -> float:
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training split; returns ``train_loss`` (the fused loss) and, for
+        unimodal heads, each one's loss and gradient modulation coefficient (means)."""
         model, settings, device = self.model, self.settings, self.device
         model.train()
         loader = self._loader("train", epoch)
         batches = len(loader)
         accumulation = settings.grad_accumulation
         total, count, passes = 0.0, 0, 0
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         with self.reporter.bar(f"epoch {epoch}/{self.epochs}", batches) as advance:
             for index, loaded in enumerate(loader):
                 raise_fatal(loaded.skipped)
@@ -279,14 +298,15 @@ class Trainer:
                     passes += 1
                     batch, targets = loaded.batch.to(device), loaded.targets.to(device)
                     with autocast(device, settings.precision):
-                        logits = model(batch).logits
-                    loss = model.head.loss(logits.float(), targets)
+                        output = model(batch)
+                    loss = model.head.loss(output.logits.float(), targets)
                     if not torch.isfinite(loss):
                         raise MmplugError(
                             f"the training loss became {float(loss)} at epoch {epoch}, step "
                             f"{self.state.step}; try a lower train.lr or precision fp32"
                         )
-                    self.scaler.scale(loss / group_size).backward()  # type: ignore[no-untyped-call]
+                    objective = loss + self._balance(output, targets, sums, counts)
+                    self.scaler.scale(objective / group_size).backward()  # type: ignore[no-untyped-call]
                     total += float(loss.detach()) * batch.size
                     count += batch.size
                     advance(loss=total / count)
@@ -303,7 +323,30 @@ class Trainer:
                 f"no row of {self.datasets['train'].manifest.path} could be read in epoch "
                 f"{epoch}; see the skipped rows above"
             )
-        return total / count
+        return {"train_loss": total / count, **{k: sums[k] / counts[k] for k in sorted(sums)}}
+
+    def _balance(
+        self,
+        output: ModelOutput,
+        targets: torch.Tensor,
+        sums: dict[str, float],
+        counts: dict[str, int],
+    ) -> torch.Tensor | float:
+        """The unimodal heads' part of the objective, with gradient modulation hooked in;
+        adds each key's loss and coefficient to ``sums``/``counts`` (per batch)."""
+        losses = unimodal_losses(self.model, output, targets)
+        if not losses:
+            return 0.0
+        values = {key: float(loss.detach()) for key, loss in losses.items()}
+        coefficients = modulation(values, self.settings.modulation)
+        scale_gradients(output.features, coefficients)
+        logged = {f"train_loss_{key}": value for key, value in values.items()}
+        if self.settings.modulation:
+            logged |= {f"modulation_{key}": value for key, value in coefficients.items()}
+        for name, value in logged.items():
+            sums[name] = sums.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0) + 1
+        return self.settings.unimodal_loss * sum(losses.values())
 
     def _step(self, model: nn.Module) -> None:
         if self.settings.grad_clip is not None:
@@ -316,9 +359,12 @@ class Trainer:
         self.scheduler.step()
         self.state.step += 1
 
-    def _evaluate(self, split: str, epoch: int, *, confusion: bool = False) -> Evaluation:
+    def _evaluate(
+        self, split: str, epoch: int, *, confusion: bool = False, blank: str | None = None
+    ) -> Evaluation:
         loader = self._loader(split, epoch)
-        with self.reporter.bar(f"  {split}", len(loader)) as advance:
+        what = f"  {split}" + (f" without {blank}" if blank else "")
+        with self.reporter.bar(what, len(loader)) as advance:
             result = evaluate_loader(
                 self.model,
                 loader,
@@ -327,6 +373,7 @@ class Trainer:
                 precision=self.settings.precision,
                 confusion=confusion,
                 progress=advance,
+                blank=blank,
             )
         self._note_skipped(result.skipped)
         if not result.count:
