@@ -461,7 +461,9 @@ def test_encoder_learning_rate_and_no_decay_groups(toy_host: PluginHost) -> None
     model = mmplug.build_model({"model": config["model"]}, registry=toy_host.registry)
     groups = param_groups(model, TrainConfig(lr=0.1, encoder_lr=0.01, weight_decay=0.5))
     by_name = {group["name"]: group for group in groups}
-    assert by_name["encoders"]["lr"] == 0.01 and by_name["encoders"]["weight_decay"] == 0.5
+    for key in ("stats", "word"):
+        group = by_name[f"encoders.{key}"]
+        assert group["lr"] == 0.01 and group["weight_decay"] == 0.5
     assert by_name["fusion+head (no decay)"]["weight_decay"] == 0.0
     assert all(p.ndim == 1 for p in by_name["fusion+head (no decay)"]["params"])
 
