@@ -189,9 +189,7 @@ def collect_predictions(
     )
 
 
-def score(
-    head: Head, task: Task, predictions: Tensor, targets: Tensor
-) -> dict[str, float]:
+def score(head: Head, task: Task, predictions: Tensor, targets: Tensor) -> dict[str, float]:
     """The head's metrics of ``predictions`` (``Head.predict`` outputs) against ``targets``."""
     values = {}
     metric_targets = task.metric_targets(targets)

@@ -201,4 +201,3 @@ def evaluate(
     """Evaluate a run's checkpoint on the labelled manifest ``data``."""
     predictor = load(run_dir, registry, checkpoint=checkpoint, device=device)
     return predictor.evaluate(data, batch_size=batch_size)
-

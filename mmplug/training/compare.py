@@ -13,9 +13,9 @@ A single-modality model keeps the config's fusion when that fusion can be built 
 and otherwise (a fusion between modalities, like cross-attention) the head sits on the
 encoder alone (core's ``late`` fusion of one key, as it does for a late-fused config);
 unimodal heads, gradient modulation and modality dropout have nothing to balance with one
-key and are off. The table is printed and
-saved as ``compare.json`` with a bar chart, ``compare.png``. Rerunning with the same
-``--out`` reuses finished runs and continues unfinished ones.
+key and are off. The table is printed and saved as ``compare.json`` with a bar chart,
+``compare.png``. Rerunning with the same ``--out`` reuses finished runs and continues
+unfinished ones.
 """
 
 from __future__ import annotations
@@ -151,7 +151,10 @@ def _report(
     fused = load(runs[FUSED], registry)
     head, task = fused.model.head, fused.task
     metric = primary_metric(configs[FUSED], fused.model)
-    predictions = {name: load(run, registry).predictions(test) for name, run in runs.items()}
+    predictors = {
+        name: fused if name == FUSED else load(run, registry) for name, run in runs.items()
+    }
+    predictions = {name: predictor.predictions(test) for name, predictor in predictors.items()}
     entries = [
         Entry(
             name,
@@ -173,7 +176,6 @@ def _report(
     direction = task.direction(metric)
     best_single = _best([e for e in entries if e.name != FUSED], metric, direction)
     fused_entry = entries[0]
-    margin = fused_entry.metrics.get(metric, math.nan) - best_single.metrics.get(metric, math.nan)
     return {
         "metric": metric,
         "direction": direction,
@@ -189,7 +191,10 @@ def _report(
             for entry in [*entries, late]
         },
         "best_single": best_single.name,
-        "fused_minus_best_single": margin if direction == "max" else -margin,
+        "fused_minus_best_single": _signed(
+            fused_entry.metrics.get(metric, math.nan) - best_single.metrics.get(metric, math.nan),
+            direction,
+        ),
         "fused_minus_late_average": _signed(
             fused_entry.metrics.get(metric, math.nan) - late.metrics.get(metric, math.nan),
             direction,
