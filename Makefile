@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml docs/examples/*/pyproject.toml)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint format demo bench clean
+.PHONY: setup test test-slow lint format demo bench clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml constraints.txt $(PLUGIN_PROJECTS)
 	touch $@
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow"
+
+# End-to-end runs of a minute or more (the full demo); .ci/run runs them after `make test`.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -32,11 +36,21 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mmplug demo --out runs/demo
 
-bench: $(STAMP)
+# The fusion benchmark's data needs scikit-learn (the bench extra) and Debian's espeak-ng.
+BENCH_STAMP := $(VENV)/.bench-installed
+FUSION_SEEDS ?= 3
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[bench]'
+	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
+	touch $@
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/text_batching.py
 	$(BIN)/python benchmarks/training_step.py
 	$(BIN)/python benchmarks/worker_payload.py
+	$(BIN)/python benchmarks/fusion_benchmark.py --seeds $(FUSION_SEEDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

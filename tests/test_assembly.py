@@ -163,11 +163,11 @@ def test_all_absent_batch_is_finite_and_dtype_follows_the_model(model: Multimoda
 
 def test_gradients_reach_encoders_fusion_and_head(model: MultimodalModel) -> None:
     model.train()
-    loss = model.head.loss(
-        run(model, samples({"word": "cat", "stats": [1, 2, 3]}, {"word": "dog"})).logits,
-        torch.tensor([0, 3]),
-    )
-    loss.backward()
+    output = run(model, samples({"word": "cat", "stats": [1, 2, 3]}, {"word": "dog"}))
+    targets = torch.tensor([0, 3])
+    assert model.unimodal_heads is not None  # on by default with two keys: trained too
+    loss = model.head.loss(output.logits, targets)
+    (loss + sum(model.unimodal_losses(output, targets).values())).backward()
     for name, param in model.named_parameters():
         if name != "fusion.nothing":  # used only when no modality is present
             assert param.grad is not None, name
@@ -286,7 +286,11 @@ def test_the_model_orders_its_parts_by_key_whatever_order_it_is_given(
     reverse order: the same parameters in the same order, the same outputs."""
     encoders = dict(reversed(model.encoder_items()))
     modalities = dict(reversed(model.modalities.items()))
-    again = MultimodalModel(encoders, model.fusion, model.head, modalities).eval()
+    assert model.unimodal_heads is not None
+    heads = dict(reversed(list(model.unimodal_heads.items())))
+    again = MultimodalModel(
+        encoders, model.fusion, model.head, modalities, unimodal_heads=heads
+    ).eval()
     assert list(again.state_dict()) == list(model.state_dict())
     assert again.keys == ["stats", "word"] and list(again.modalities) == ["stats", "word"]
     rows = samples({"word": "cat", "stats": [1, 2, 3]}, {"word": "a"}, {"stats": [0, 1, 0]})

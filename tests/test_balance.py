@@ -21,7 +21,13 @@ from mmplug.model.late import LateFusion
 from mmplug.model.multimodal import ModelOutput, MultimodalModel
 from mmplug.model.tasks import ClassificationTask
 from mmplug.plugins.host import PluginHost
-from mmplug.training.balance import modulation, scale_gradients, unimodal_losses
+from mmplug.training.balance import (
+    FUSED,
+    blend_weights,
+    loss_weights,
+    modulation,
+    scale_gradients,
+)
 from mmplug.training.diagnostics import Watch
 from mmplug.training.progress import Reporter, history_figure
 from mmplug.training.train import train
@@ -76,8 +82,33 @@ def test_unimodal_heads_sit_on_each_encoder_alone(toy_host: PluginHost) -> None:
 
 
 def test_a_model_without_unimodal_heads_returns_none(toy_host: PluginHost) -> None:
-    model = built(toy_host)
+    model = built(toy_host, unimodal_heads=False)
     assert model.unimodal_heads is None and forward(model).unimodal == {}
+
+
+def test_unimodal_heads_are_on_by_default_with_two_keys_or_more(toy_host: PluginHost) -> None:
+    model = built(toy_host)
+    assert model.unimodal_heads is not None and sorted(model.unimodal_heads) == ["stats", "word"]
+    assert model.resolved is not None and model.resolved.to_config()["unimodal_heads"] is True
+    alone = built(toy_host, encoders={"word": MODEL["encoders"]["word"]})
+    assert alone.unimodal_heads is None  # one key: nothing to balance
+    assert alone.resolved is not None and alone.resolved.to_config()["unimodal_heads"] is False
+
+
+def test_a_model_saved_before_unimodal_heads_existed_loads_without_them(
+    toy_host: PluginHost, tmp_path: Path
+) -> None:
+    import yaml
+
+    model = built(toy_host, unimodal_heads=False)
+    save_model(model, tmp_path / "saved")
+    config = tmp_path / "saved" / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    del data["model"]["unimodal_heads"]  # as an earlier mmplug wrote it
+    config.write_text(yaml.safe_dump(data))
+    again = load_model(tmp_path / "saved", toy_host.registry).eval()
+    assert again.unimodal_heads is None
+    assert torch.equal(forward(again).logits, forward(model).logits)
 
 
 def test_late_fusion_averages_the_heads_of_the_keys_a_row_has(toy_host: PluginHost) -> None:
@@ -133,12 +164,57 @@ def test_unimodal_losses_leave_out_the_rows_without_the_key(toy_host: PluginHost
     model = built(toy_host, unimodal_heads=True)
     output = forward(model)
     targets = torch.tensor([0, 1, 2])
-    losses = unimodal_losses(model, output, targets)
+    losses = model.unimodal_losses(output, targets)
     ce = torch.nn.functional.cross_entropy
     assert torch.allclose(losses["stats"], ce(output.unimodal["stats"][:2], targets[:2]))
     assert torch.allclose(losses["word"], ce(output.unimodal["word"][[0, 2]], targets[[0, 2]]))
     output.present["word"] = torch.zeros(3, dtype=torch.bool)  # e.g. dropped in this batch
-    assert set(unimodal_losses(model, output, targets)) == {"stats"}
+    assert set(model.unimodal_losses(output, targets)) == {"stats"}
+
+
+def test_fixed_loss_weights_one_for_all_keys_or_one_per_key() -> None:
+    keys = ["audio", "image"]
+    assert loss_weights(0.5, keys, []) == {FUSED: 1.0, "audio": 0.5, "image": 0.5}
+    assert loss_weights({"audio": 2.0}, keys, []) == {FUSED: 1.0, "audio": 2.0, "image": 1.0}
+
+
+def line(train: float, val: float, **keys: tuple[float, float]) -> dict[str, float]:
+    """A metrics line: the fused head's (train, val) loss and each key's."""
+    found = {"train_loss": train, "val_loss": val}
+    for key, (train_k, val_k) in keys.items():
+        found |= {f"train_loss_{key}": train_k, f"val_loss_{key}": val_k}
+    return found
+
+
+def test_gradient_blending_weighs_heads_by_generalization_over_overfitting_squared() -> None:
+    before = line(2.0, 2.0, audio=(2.0, 2.0), image=(2.0, 2.0))
+    # fused: val falls 0.5 (dG), gap grows 0.5 -> 0.5/0.25 = 2
+    # audio: val falls 0.2, gap grows 0.1 -> 0.2/0.01 = 20
+    # image: val falls 1.0, gap grows 1.0 -> 1.0/1.0 = 1
+    after = line(1.0, 1.5, audio=(1.7, 1.8), image=(0.0, 1.0))
+    weights = blend_weights([before, after], ["audio", "image"])
+    assert weights == pytest.approx({FUSED: 3 * 2 / 23, "audio": 3 * 20 / 23, "image": 3 / 23})
+    assert sum(weights.values()) == pytest.approx(3)
+    # over the whole run so far: from the first epoch to the last
+    middle = line(0.5, 3.0, audio=(0.5, 3.0), image=(0.5, 3.0))
+    assert loss_weights("auto", ["audio", "image"], [before, middle, after]) == weights
+
+
+def test_gradient_blending_falls_back_to_equal_weights() -> None:
+    keys = ["audio", "image"]
+    equal = {FUSED: 1.0, "audio": 1.0, "image": 1.0}
+    first = line(2.0, 2.0, audio=(2.0, 2.0), image=(2.0, 2.0))
+    assert blend_weights([], keys) == equal and blend_weights([first], keys) == equal
+    worse = line(1.0, 2.5, audio=(1.0, 2.5), image=(1.0, 2.5))  # no head generalized
+    assert blend_weights([first, worse], keys) == equal
+    missing = {k: v for k, v in worse.items() if k != "val_loss_audio"}  # e.g. no val rows
+    assert blend_weights([first, missing], keys) == equal
+    broken = {**worse, "val_loss": math.nan}
+    assert blend_weights([first, broken], keys) == equal
+    # a head whose validation loss rose gets nothing; one that did not overfit is bounded
+    mixed = line(1.9, 1.9, audio=(1.0, 2.5), image=(1.9, 1.9))
+    weights = blend_weights([first, mixed], keys)
+    assert weights["audio"] == 0.0 and weights[FUSED] == weights["image"] == 1.5
 
 
 def test_modulation_slows_only_the_leading_key() -> None:
@@ -161,7 +237,7 @@ def test_scaling_gradients_scales_exactly_the_modulated_encoder(toy_host: Plugin
         output = forward(model)
         scale_gradients(output.features, coefficients)
         loss = model.head.loss(output.logits, targets)
-        (loss + sum(unimodal_losses(model, output, targets).values())).backward()
+        (loss + sum(model.unimodal_losses(output, targets).values())).backward()
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
     plain = gradients({"stats": 1.0, "word": 1.0})
@@ -192,6 +268,52 @@ def test_training_with_unimodal_heads_and_modulation_logs_both(
     assert "unimodal_heads: true" in (run / "config.yaml").read_text()
 
 
+def test_gradient_blending_training_logs_each_heads_weight_and_val_loss(
+    toy_host: PluginHost, tmp_path: Path
+) -> None:
+    config = toy_config(toy_data(tmp_path), epochs=3, unimodal_loss="auto")
+    run = train(
+        config, registry=toy_host.registry, out=tmp_path / "run", reporter=Reporter(quiet=True)
+    )
+    lines = metric_lines(run)
+    names = ("loss_weight", "loss_weight_stats", "loss_weight_word")
+    # nothing to estimate from before the first epoch; then each epoch's from the ones before
+    assert [lines[0][name] for name in names] == [1.0, 1.0, 1.0]
+    for epoch in (1, 2):
+        weights = loss_weights("auto", ["stats", "word"], lines[:epoch])
+        logged = [lines[epoch][name] for name in names]
+        assert logged == pytest.approx([weights[FUSED], weights["stats"], weights["word"]])
+        assert sum(logged) == pytest.approx(3)
+    for key in ("stats", "word"):
+        assert all(math.isfinite(x[f"val_loss_{key}"]) for x in lines)
+
+
+def test_a_key_weighted_zero_leaves_its_unimodal_head_untrained(
+    toy_host: PluginHost, tmp_path: Path
+) -> None:
+    config = toy_config(toy_data(tmp_path), unimodal_loss={"word": 0.0})
+    run = train(
+        config, registry=toy_host.registry, out=tmp_path / "run", reporter=Reporter(quiet=True)
+    )
+    torch.manual_seed(0)  # training builds the model right after seeding with train.seed
+    fresh = build_model(run / "config.yaml", registry=toy_host.registry)
+    trained = load_file(str(run / "last" / "model.safetensors"))
+    for name, value in fresh.state_dict().items():
+        if name.startswith("unimodal_heads."):
+            moved = not torch.equal(trained[name], value)
+            assert moved == name.startswith("unimodal_heads.stats."), name
+
+
+def test_gradient_blending_needs_a_val_split(toy_host: PluginHost, tmp_path: Path) -> None:
+    data = toy_data(tmp_path)
+    del data["val"]
+    config = toy_config(data, unimodal_loss="auto")
+    with pytest.raises(ConfigError, match=r"train.unimodal_loss.*data.val"):
+        train(
+            config, registry=toy_host.registry, out=tmp_path / "run", reporter=Reporter(quiet=True)
+        )
+
+
 def test_the_late_fusion_trains_and_evaluates(toy_host: PluginHost, tmp_path: Path) -> None:
     config = toy_config(toy_data(tmp_path), epochs=3)
     config["model"]["fusion"] = {"name": "late"}
@@ -214,14 +336,17 @@ def test_reliance_can_be_turned_off(toy_host: PluginHost, tmp_path: Path) -> Non
 def test_modulation_without_unimodal_heads_is_a_config_error(
     toy_host: PluginHost, tmp_path: Path
 ) -> None:
-    config = toy_config(toy_data(tmp_path), modulation=0.5, encoder_lr={"sound": 0.1})
+    config = toy_config(
+        toy_data(tmp_path), modulation=0.5, encoder_lr={"sound": 0.1}, unimodal_loss={"wrd": 2}
+    )
+    config["model"]["unimodal_heads"] = False
     with pytest.raises(ConfigError) as caught:
         train(
             config, registry=toy_host.registry, out=tmp_path / "run", reporter=Reporter(quiet=True)
         )
     message = str(caught.value)
     assert "train.modulation" in message and "model.unimodal_heads" in message
-    assert "train.encoder_lr.sound" in message
+    assert "train.encoder_lr.sound" in message and "train.unimodal_loss.wrd" in message
     assert not (tmp_path / "run").exists()
 
 
@@ -258,6 +383,32 @@ def test_a_model_that_ignores_a_key_is_named_once(toy_host: PluginHost, tmp_path
     assert "blanking 'word'" in warning and "does not use 'word'" in warning
     assert watch.check(line) == []  # said once
     assert watch_for(toy_host, tmp_path).check({**line, "val_without_word_accuracy": 0.7}) == []
+
+
+def test_a_key_the_finished_model_barely_uses_is_named(
+    toy_host: PluginHost, tmp_path: Path
+) -> None:
+    watch = watch_for(toy_host, tmp_path)
+    best = {
+        "epoch": 7,
+        "val_loss": 0.600,
+        "val_without_word_loss": 0.609,  # 1.5%: barely used
+        "val_without_stats_loss": 0.9,
+    }
+    (warning,) = watch.conclude(best)
+    assert "barely uses 'word'" in warning and "best epoch (7)" in warning
+    assert "1.5% (0.6000 with it, 0.6090 without)" in warning
+    assert watch.conclude({**best, "val_without_word_loss": 0.62}) == []  # 3.3%: used
+    assert watch.conclude({"epoch": 1, "val_loss": 0.6}) == []  # reliance not measured
+    # the monitored metric is the one judged, and what check() said is not said again
+    by_accuracy = watch_for(toy_host, tmp_path)
+    by_accuracy.monitor = "val_accuracy"
+    line = {**best, "val_accuracy": 0.80, "val_without_word_accuracy": 0.70}
+    line |= {"val_without_stats_accuracy": 0.795}
+    (warning,) = by_accuracy.conclude(line)
+    assert "barely uses 'stats'" in warning and "val_accuracy" in warning
+    by_accuracy.said.add("ignores stats")
+    assert by_accuracy.conclude(line) == []
 
 
 def test_a_loss_at_chance_for_three_epochs_is_named(toy_host: PluginHost, tmp_path: Path) -> None:

@@ -45,7 +45,10 @@ def test_a_run_opens(tmp_path: Path) -> None:
     make_run(tmp_path / "run")
     run = RunDir.open(str(tmp_path / "run"))
     assert run.path == tmp_path / "run"
-    assert run.config_data() == {"model": {"head": {"name": "classification"}}}
+    # saved before model.unimodal_heads existed (as make_run writes it): the model had none
+    assert run.config_data() == {
+        "model": {"head": {"name": "classification"}, "unimodal_heads": False}
+    }
 
 
 def test_no_checkpoint_yet_names_the_folder(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import yaml
 from mmplug.errors import ComponentError, ConfigError, MmplugError
 from mmplug.files import staged_dir
 from mmplug.model.build import build_model
+from mmplug.model.config import read_saved_config
 from mmplug.model.multimodal import MultimodalModel
 from mmplug.model.weights import listing
 from mmplug.plugins.registry import Registry
@@ -101,7 +102,7 @@ def load_model(directory: str | Path, registry: Registry) -> MultimodalModel:
         if not (folder / name).is_file():
             raise MmplugError(f"{folder} is not a saved model: {name} is missing")
     try:
-        model = build_model(folder / CONFIG_FILE, registry)
+        model = build_model(read_saved_config(folder / CONFIG_FILE), registry)
     except ConfigError as exc:
         raise ConfigError(exc.issues, source=str(folder / CONFIG_FILE)) from None
     for key, encoder in model.encoder_items():

@@ -56,10 +56,12 @@ class ModelConfig(BaseModel):
         description="In training, drop each present modality of a sample with this "
         "probability (never all of them).",
     )
-    unimodal_heads: bool = Field(
-        default=False,
+    unimodal_heads: bool | None = Field(
+        default=None,
         description="Also give each modality key a head of its own on that encoder's "
-        "features, trained with its own loss (train.unimodal_loss); the late fusion uses them.",
+        "features, trained with its own loss (train.unimodal_loss), so that no encoder is "
+        "starved by a faster one; the late fusion uses them. Default: on when the model has "
+        "two or more modality keys.",
     )
 
     @field_validator("encoders")
@@ -109,6 +111,17 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"the top level must be a mapping, not {type(data).__name__}", source=str(path)
         )
+    return data
+
+
+def read_saved_config(path: str | Path) -> dict[str, Any]:
+    """A config that a run or a saved model wrote, with what an earlier mmplug left out
+    filled in as that version behaved: without ``model.unimodal_heads`` (saved before the
+    setting existed), the model had none."""
+    data = read_config_file(path)
+    model = data.get("model")
+    if isinstance(model, dict):
+        model.setdefault("unimodal_heads", False)
     return data
 
 

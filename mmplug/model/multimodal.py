@@ -200,6 +200,20 @@ class MultimodalModel(nn.Module):
         logits = fused if self.late else self.head(fused)
         return ModelOutput(logits, fused, features, unimodal, batch.present)
 
+    def unimodal_losses(self, output: ModelOutput, targets: Tensor) -> dict[str, Tensor]:
+        """Each unimodal head's loss over the samples that had its key (as the model saw
+        them, after modality dropout); keys no sample of the batch had are left out, and a
+        model without unimodal heads has none."""
+        if self.unimodal_heads is None:
+            return {}
+        losses = {}
+        for key, outputs in output.unimodal.items():
+            rows = output.present[key]
+            if bool(rows.any()):
+                head = cast(Head, self.unimodal_heads[key])
+                losses[key] = head.loss(outputs[rows].float(), targets[rows])
+        return losses
+
     def describe(self) -> str:
         """A few lines on what was built: components, origins, dims and parameter counts."""
         resolved = self.resolved

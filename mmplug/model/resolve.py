@@ -166,7 +166,9 @@ def resolve_model(
         fusion=fusion,
         head=head,
         modality_dropout=model.modality_dropout,
-        unimodal_heads=model.unimodal_heads,
+        unimodal_heads=(
+            len(model.encoders) > 1 if model.unimodal_heads is None else model.unimodal_heads
+        ),
     )
 
 

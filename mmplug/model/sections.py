@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+)
 
 from mmplug.model.tasks import class_name
 
@@ -89,12 +97,13 @@ class TrainConfig(BaseModel):
         description="Peak learning rate of the encoders, or of each modality key's encoder "
         "({audio: 0.0005}; keys not listed use lr); default: lr.",
     )
-    unimodal_loss: float = Field(
+    unimodal_loss: NonNegativeFloat | dict[str, NonNegativeFloat] | Literal["auto"] = Field(
         default=1.0,
-        ge=0,
-        description="Weight of the unimodal heads' losses (summed over keys) added to the "
-        "fused loss; used when the model has unimodal heads (model.unimodal_heads, or the "
-        "late fusion).",
+        description="Weight of each unimodal head's loss, added to the fused loss: one for "
+        "every key, or one per key ({audio: 2.0}; keys not listed: 1.0), or 'auto' "
+        "(Gradient-Blending: every head's weight, the fused one's too, estimated each epoch "
+        "from the last epoch's generalization and overfitting). Used when the model has "
+        "unimodal heads (model.unimodal_heads, or the late fusion).",
     )
     modulation: float = Field(
         default=0.0,

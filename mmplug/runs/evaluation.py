@@ -32,6 +32,8 @@ class Evaluation:
     Attributes:
         loss: the head's loss, averaged over samples.
         metrics: metric name -> value.
+        unimodal_losses: key -> its unimodal head's loss, averaged over the samples that have
+            the key (models with unimodal heads; not for a pass with a key blanked).
         count: samples evaluated.
         skipped: rows that could not be read (``on_error: skip``).
         confusion: ``[C, C]`` counts (rows: true class, columns: predicted), for
@@ -43,11 +45,13 @@ class Evaluation:
     count: int
     skipped: list[Skipped] = field(default_factory=list)
     confusion: list[list[int]] | None = None
+    unimodal_losses: dict[str, float] = field(default_factory=dict)
 
     def flat(self, prefix: str) -> dict[str, float]:
-        """``{prefix_loss: ..., prefix_<metric>: ...}``."""
+        """``{prefix_loss: ..., prefix_loss_<key>: ..., prefix_<metric>: ...}``."""
         return {
             f"{prefix}_loss": self.loss,
+            **{f"{prefix}_loss_{k}": v for k, v in sorted(self.unimodal_losses.items())},
             **{f"{prefix}_{k}": v for k, v in self.metrics.items()},
         }
 
@@ -98,16 +102,23 @@ def evaluate_loader(
     if matrix is not None:
         matrix = matrix.to(device)
     total, count = 0.0, 0
+    unimodal: dict[str, list[float]] = {}  # key -> [loss sum, samples]
     skipped: list[Skipped] = []
     for loaded in batches(loader, device, skipped):
         assert loaded.batch is not None and loaded.targets is not None
         batch = loaded.batch if blank is None else loaded.batch.without(blank)
         with autocast(device, precision):
-            outputs = model(batch).logits
-        outputs = outputs.float()
+            output = model(batch)
+        outputs = output.logits.float()
         targets = loaded.targets
         total += float(head.loss(outputs, targets)) * len(loaded.indices)
         count += len(loaded.indices)
+        if blank is None:
+            for key, loss in model.unimodal_losses(output, targets).items():
+                rows = int(output.present[key].sum())
+                sums = unimodal.setdefault(key, [0.0, 0])
+                sums[0] += float(loss) * rows
+                sums[1] += rows
         predictions = head.predict(outputs)
         metric_targets = task.metric_targets(targets)
         for metric in metrics.values():
@@ -124,6 +135,7 @@ def evaluate_loader(
         count=count,
         skipped=skipped,
         confusion=matrix.compute().long().tolist() if matrix is not None and count else None,
+        unimodal_losses={key: value / rows for key, (value, rows) in unimodal.items()},
     )
 
 

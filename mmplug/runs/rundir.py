@@ -84,9 +84,9 @@ class RunDir:
         write_text(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
     def config_data(self) -> dict[str, Any]:
-        from mmplug.model.config import read_config_file
+        from mmplug.model.config import read_saved_config
 
-        return read_config_file(self.path / CONFIG)
+        return read_saved_config(self.path / CONFIG)
 
     def write_labels(self, task: Task) -> None:
         """Save the task's label space (``labels.json``)."""

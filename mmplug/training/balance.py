@@ -1,13 +1,21 @@
-"""Balanced multimodal training: unimodal losses and gradient modulation.
+"""Balanced multimodal training: unimodal losses, their weights and gradient modulation.
 
 Trained jointly on one loss, a fused model tends to learn from the modality that is fastest
 to fit while the others stay starved (Wang et al. 2020, "What makes training multi-modal
-classification networks hard?"; Peng et al. 2022, OGM-GE). Both remedies here work through
+classification networks hard?"; Peng et al. 2022, OGM-GE). The remedies here work through
 the model's unimodal heads (``model.unimodal_heads``, or the ``late`` fusion):
 
-- **unimodal losses**: each key's head is scored on the samples that have the key, and
-  ``train.unimodal_loss`` times the sum of those losses is added to the fused loss, so every
-  encoder gets a gradient of its own (Gradient-Blending's auxiliary losses, with one weight);
+- **unimodal losses**: each key's head is scored on the samples that have the key
+  (:meth:`MultimodalModel.unimodal_losses`), and those losses, weighted by
+  ``train.unimodal_loss`` (one weight, or one per key), are added to the fused loss, so
+  every encoder gets a gradient of its own (Gradient-Blending's auxiliary losses);
+- **Gradient-Blending weights** (``train.unimodal_loss: auto``, Wang et al. 2020, online):
+  before each epoch from the third on, every head's weight (the fused head's too) is
+  ``w_h ~ dG_h / dO_h^2`` over the epochs so far: ``dG_h`` is how much its validation loss
+  fell since the first epoch, ``dO_h`` how much its overfitting (validation minus training
+  loss) changed since then. A head
+  whose validation loss did not fall gets weight 0; the weights are normalized to sum to the
+  number of heads (all 1 when they are equal);
 - **gradient modulation** (OGM, Peng et al. 2022): each step, each key's score is
   ``s_m = exp(-L_m)`` (for cross-entropy, the geometric mean probability its head gives the
   true class), its ratio ``r_m = s_m / mean(s_j, j != m)``, and every gradient flowing into
@@ -21,31 +29,73 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import cast
 
 from torch import Tensor
 
-from mmplug.model.interfaces import EncoderOutput, Head
-from mmplug.model.multimodal import ModelOutput, MultimodalModel
+from mmplug.model.interfaces import EncoderOutput
+
+#: The fused head among the weighted heads: ``""``, which no modality key can be (as in the
+#: metrics' names: ``train_loss`` is the fused head's, ``train_loss_<key>`` a key's).
+FUSED = ""
+#: ``dO^2`` is at least this, so that a head that did not overfit at all gets a large but
+#: finite weight.
+MIN_OVERFIT_SQUARED = 1e-4
 
 
-def unimodal_losses(
-    model: MultimodalModel, output: ModelOutput, targets: Tensor
-) -> dict[str, Tensor]:
-    """Each unimodal head's loss over the samples that had its key (as the model saw them).
+def loss_weights(
+    setting: float | Mapping[str, float] | str,
+    keys: list[str],
+    history: list[dict[str, float]],
+) -> dict[str, float]:
+    """Each head's loss weight for the next epoch: the fused head's (:data:`FUSED`) and every
+    key's.
 
-    Keys no sample of the batch had are left out.
+    Args:
+        setting: ``train.unimodal_loss``: one weight, one per key (1.0 for keys not
+            listed), or ``"auto"`` (Gradient-Blending from the first and the last line of
+            ``history``: per-epoch changes are too noisy to weigh by).
+        keys: the model's modality keys.
+        history: the metrics lines of the epochs so far (``train_loss``, ``val_loss`` and
+            ``train_loss_<key>``, ``val_loss_<key>``).
     """
-    heads = model.unimodal_heads
-    if heads is None:
-        return {}
-    losses = {}
-    for key, outputs in output.unimodal.items():
-        rows = output.present[key]
-        if bool(rows.any()):
-            head = cast(Head, heads[key])
-            losses[key] = head.loss(outputs[rows].float(), targets[rows])
-    return losses
+    if setting == "auto":
+        return blend_weights([history[0], history[-1]] if len(history) > 1 else [], keys)
+    if isinstance(setting, Mapping):
+        return {FUSED: 1.0, **{key: float(setting.get(key, 1.0)) for key in keys}}
+    assert isinstance(setting, int | float)
+    return {FUSED: 1.0, **dict.fromkeys(keys, float(setting))}
+
+
+def blend_weights(lines: list[dict[str, float]], keys: list[str]) -> dict[str, float]:
+    """Gradient-Blending's weights from two epochs' metrics lines (equal weights when
+    there are fewer, when a loss is missing or not finite, or when no head generalized).
+
+    For head ``h`` (the fused one: ``train_loss``/``val_loss``; key ``k``: ``train_loss_k``/
+    ``val_loss_k``): ``dG = val(before) - val(after)``, ``dO = O(after) - O(before)`` with
+    ``O = val - train``, and ``w_h = max(dG, 0) / max(dO^2, MIN_OVERFIT_SQUARED)``,
+    normalized to sum to the number of heads.
+    """
+    heads = [FUSED, *keys]
+    equal = dict.fromkeys(heads, 1.0)
+    if len(lines) < 2:
+        return equal
+    raw = {}
+    for head in heads:
+        suffix = f"_{head}" if head else ""
+        try:
+            values = [(line[f"train_loss{suffix}"], line[f"val_loss{suffix}"]) for line in lines]
+        except KeyError:
+            return equal
+        (train_before, val_before), (train_after, val_after) = values
+        if not all(math.isfinite(v) for pair in values for v in pair):
+            return equal
+        gain = val_before - val_after
+        overfit = (val_after - train_after) - (val_before - train_before)
+        raw[head] = max(gain, 0.0) / max(overfit * overfit, MIN_OVERFIT_SQUARED)
+    total = sum(raw.values())
+    if total <= 0:
+        return equal
+    return {head: len(heads) * value / total for head, value in raw.items()}
 
 
 def modulation(losses: Mapping[str, float], alpha: float) -> dict[str, float]:

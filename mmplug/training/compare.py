@@ -127,7 +127,11 @@ def _alone(config: Config, key: str) -> Config:
         update={
             "model": model,
             "data": config.data.model_copy(update={"columns": columns}),
-            "train": config.train.model_copy(update={"modulation": 0.0, "encoder_lr": lr}),
+            # no unimodal heads: nothing to modulate or weigh (a per-key weight would name
+            # keys this model does not have)
+            "train": config.train.model_copy(
+                update={"modulation": 0.0, "unimodal_loss": 1.0, "encoder_lr": lr}
+            ),
         }
     )
 

@@ -25,6 +25,9 @@ from mmplug.model.tasks import Task
 PATIENCE = 3
 #: "At chance": within this fraction of the chance loss.
 CHANCE_TOLERANCE = 0.02
+#: At the end of a run, a key whose blanking moves the monitored metric by less than this
+#: fraction of its value is one the model barely uses.
+RELIANCE_TOLERANCE = 0.02
 
 
 def training_targets(dataset: ManifestDataset) -> torch.Tensor | None:
@@ -59,6 +62,7 @@ class Watch:
         self, model: MultimodalModel, task: Task, train: ManifestDataset, monitor: str
     ) -> None:
         self.keys = model.keys
+        self.monitor = monitor
         self.chance = chance_loss(model, task, training_targets(train))
         unimodal = model.unimodal_heads is not None and len(self.keys) > 1
         self.losses = ["train_loss", *(f"train_loss_{key}" for key in self.keys if unimodal)]
@@ -95,6 +99,30 @@ class Watch:
         news = [message for reason, message in found.items() if reason not in self.said]
         self.said.update(found)
         return news
+
+    def conclude(self, best: dict[str, Any]) -> list[str]:
+        """The warnings about the finished model, from the metrics line of its best epoch:
+        each key whose blanking moves the monitored metric (``val_loss`` when the monitor is
+        not a validation metric) by less than :data:`RELIANCE_TOLERANCE` of its value, unless
+        :meth:`check` already said the model does not use it."""
+        metric = self.monitor if self.monitor.startswith("val_") else "val_loss"
+        value = best.get(metric)
+        if value is None or not math.isfinite(value) or value == 0:
+            return []
+        found = []
+        for key in self.keys:
+            blanked = best.get(f"val_without_{key}_{metric.removeprefix('val_')}")
+            if blanked is None or f"ignores {key}" in self.said or not math.isfinite(blanked):
+                continue
+            change = abs(blanked - value) / abs(value)
+            if change < RELIANCE_TOLERANCE:
+                found.append(
+                    f"the model barely uses {key!r}: at its best epoch ({best['epoch']}), "
+                    f"blanking {key!r} out of the val split moves {metric} by "
+                    f"{100 * change:.1f}% ({value:.4f} with it, {blanked:.4f} without); "
+                    "see docs/training.md, balanced training"
+                )
+        return found
 
 
 def _same(a: float | None, b: float | None) -> bool:

@@ -117,14 +117,15 @@ def history_figure(lines: Sequence[dict[str, Any]], monitor: str) -> Figure:
     losses, metrics = panels[:2]
     for key in sorted({k for line in lines for k in line if k.startswith("train_loss")}):
         _curve(losses, epochs, lines, key, monitored=key == monitor)
-    _curve(losses, epochs, lines, "val_loss", monitored=monitor == "val_loss")
+    for key in sorted({k for line in lines for k in line if k.startswith("val_loss")}):
+        _curve(losses, epochs, lines, key, monitored=key == monitor)
     losses.set(xlabel="epoch", ylabel="loss", title="loss")
     names = sorted(
         {
             k
             for line in lines
             for k in line
-            if k.startswith("val_") and k != "val_loss" and k not in blanked
+            if k.startswith("val_") and not k.startswith("val_loss") and k not in blanked
         }
     )
     for key in names:

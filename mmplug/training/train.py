@@ -87,7 +87,7 @@ def train(
     else:
         model, config, task = _build(config, registry, manifests["train"], data)
     keys = check_columns(data, model.keys)
-    check_balance(settings, model)
+    check_balance(settings, model, has_val="val" in manifests)
     monitor, mode = _monitor(settings, task, model.head, "val" in manifests)
     new_run = _new_run_path(out) if run is None else None
     pipeline = Pipeline.from_model(model)
@@ -208,14 +208,22 @@ def check_columns(data: DataConfig, keys: Sequence[str]) -> list[str]:
     return list(keys)
 
 
-def check_balance(settings: TrainConfig, model: MultimodalModel) -> None:
-    """The balancing settings fit the model: modulation has unimodal heads to read, and
-    per-key encoder learning rates name the model's keys.
+def check_balance(settings: TrainConfig, model: MultimodalModel, *, has_val: bool) -> None:
+    """The balancing settings fit the model: modulation has unimodal heads to read,
+    Gradient-Blending a validation split, and per-key settings name the model's keys.
 
     Raises:
         ConfigError: naming the setting.
     """
     issues = []
+    if settings.unimodal_loss == "auto" and not has_val:
+        issues.append(
+            ConfigIssue(
+                "train.unimodal_loss",
+                "'auto' (Gradient-Blending) weighs the heads by their validation losses: "
+                "set data.val, or give the weights",
+            )
+        )
     if settings.modulation and model.unimodal_heads is None:
         issues.append(
             ConfigIssue(
@@ -224,13 +232,15 @@ def check_balance(settings: TrainConfig, model: MultimodalModel) -> None:
                 "model.unimodal_heads: true (or use the late fusion)",
             )
         )
-    if isinstance(settings.encoder_lr, dict):
-        issues += [
-            ConfigIssue(
-                f"train.encoder_lr.{key}", f"the model has no encoder {key!r} ({model.keys})"
-            )
-            for key in sorted(set(settings.encoder_lr) - set(model.keys))
-        ]
+    for name in ("encoder_lr", "unimodal_loss"):
+        chosen = getattr(settings, name)
+        if isinstance(chosen, dict):
+            issues += [
+                ConfigIssue(
+                    f"train.{name}.{key}", f"the model has no encoder {key!r} ({model.keys})"
+                )
+                for key in sorted(set(chosen) - set(model.keys))
+            ]
     if issues:
         raise ConfigError(issues)
 

@@ -43,7 +43,7 @@ from mmplug.runs.rundir import (
     TRAINER_STATE,
     RunDir,
 )
-from mmplug.training.balance import modulation, scale_gradients, unimodal_losses
+from mmplug.training.balance import FUSED, loss_weights, modulation, scale_gradients
 from mmplug.training.diagnostics import Watch
 from mmplug.training.optim import (
     jsonable,
@@ -282,6 +282,7 @@ class Trainer:
         unimodal heads, each one's loss and gradient modulation coefficient (means)."""
         model, settings, device = self.model, self.settings, self.device
         model.train()
+        weights = self._loss_weights()
         loader = self._loader("train", epoch)
         batches = len(loader)
         accumulation = settings.grad_accumulation
@@ -305,7 +306,9 @@ class Trainer:
                             f"the training loss became {float(loss)} at epoch {epoch}, step "
                             f"{self.state.step}; try a lower train.lr or precision fp32"
                         )
-                    objective = loss + self._balance(output, targets, sums, counts)
+                    objective = self._balance(output, targets, weights, sums, counts)
+                    if weights[FUSED] or not isinstance(objective, torch.Tensor):
+                        objective = weights[FUSED] * loss + objective
                     self.scaler.scale(objective / group_size).backward()  # type: ignore[no-untyped-call]
                     total += float(loss.detach()) * batch.size
                     count += batch.size
@@ -323,18 +326,29 @@ class Trainer:
                 f"no row of {self.datasets['train'].manifest.path} could be read in epoch "
                 f"{epoch}; see the skipped rows above"
             )
-        return {"train_loss": total / count, **{k: sums[k] / counts[k] for k in sorted(sums)}}
+        logged = {"train_loss": total / count, **{k: sums[k] / counts[k] for k in sorted(sums)}}
+        if settings.unimodal_loss == "auto" and model.unimodal_heads is not None:
+            logged |= {f"loss_weight{f'_{k}' if k else ''}": w for k, w in weights.items()}
+        return logged
+
+    def _loss_weights(self) -> dict[str, float]:
+        """This epoch's weight of each head's loss (:data:`FUSED` and each key)."""
+        if self.model.unimodal_heads is None:
+            return {FUSED: 1.0}
+        return loss_weights(self.settings.unimodal_loss, self.model.keys, self.history)
 
     def _balance(
         self,
         output: ModelOutput,
         targets: torch.Tensor,
+        weights: dict[str, float],
         sums: dict[str, float],
         counts: dict[str, int],
     ) -> torch.Tensor | float:
-        """The unimodal heads' part of the objective, with gradient modulation hooked in;
-        adds each key's loss and coefficient to ``sums``/``counts`` (per batch)."""
-        losses = unimodal_losses(self.model, output, targets)
+        """The unimodal heads' part of the objective (their losses times ``weights``), with
+        gradient modulation hooked in; adds each key's loss and coefficient to
+        ``sums``/``counts`` (per batch)."""
+        losses = self.model.unimodal_losses(output, targets)
         if not losses:
             return 0.0
         values = {key: float(loss.detach()) for key, loss in losses.items()}
@@ -346,7 +360,8 @@ class Trainer:
         for name, value in logged.items():
             sums[name] = sums.get(name, 0.0) + value
             counts[name] = counts.get(name, 0) + 1
-        return self.settings.unimodal_loss * sum(losses.values())
+        # a head weighted 0 gets no gradient at all (not zeros that weight decay would act on)
+        return sum(weights[key] * loss for key, loss in losses.items() if weights[key])
 
     def _step(self, model: nn.Module) -> None:
         if self.settings.grad_clip is not None:
@@ -414,6 +429,9 @@ class Trainer:
                 f"skipped {len(skipped)} row(s) that could not be read; see "
                 f"{self.run.path / SKIPPED}"
             )
+        best = [line for line in self.history if line["epoch"] == state.best_epoch]
+        for warning in self.watch.conclude(best[0]) if best else []:
+            self.reporter.log(f"warning: {warning}")
         self.run.write_json(RESULTS, results)
         if self.history:
             plot_history(self.history, self.monitor, self.run.path / PLOT)

@@ -14,9 +14,11 @@ from mmplug.plugins.loading import load_plugins
 from mmplug_demo.run import run_demo
 
 
+@pytest.mark.slow
 def test_the_demo_meets_its_targets(tmp_path: Path) -> None:
-    """The full demo, as `make demo` runs it: fused test accuracy at least 0.9, every
-    unimodal model at most 0.75 (the task caps them at 0.25 plus noise)."""
+    """The full demo, as `make demo` runs it (``mmplug compare`` end to end): fused test
+    accuracy at least 0.9, every unimodal model at most 0.75 (the task caps them at 0.25
+    plus noise)."""
     result = subprocess.run(
         [sys.executable, "-m", "mmplug", "demo", "--out", str(tmp_path / "demo")],
         capture_output=True,
@@ -26,12 +28,16 @@ def test_the_demo_meets_its_targets(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     accuracy = report["test_accuracy"]
-    assert set(accuracy) == {"fused", "audio only", "image only", "text only"}
+    assert set(accuracy) == {"fused", "audio only", "image only", "text only", "late average"}
     assert accuracy["fused"] >= 0.9
     assert report["best_unimodal"] <= 0.75
+    assert report["fused_minus_late_average"] > 0.1
     assert report["chance"] == 0.125
-    table = result.stdout[result.stdout.index("test accuracy") :]
-    assert "fused" in table and "chance" in table
+    compared = json.loads((tmp_path / "demo" / "compare.json").read_text())
+    assert compared["best_single"] in {"audio only", "image only", "text only"}
+    assert compared["fused_minus_best_single"] == accuracy["fused"] - report["best_unimodal"]
+    table = result.stdout[result.stdout.index("test split (160 rows)") :]
+    assert "fused beats the best single modality" in table and "chance" in table
 
 
 def test_a_small_demo_writes_runs_report_and_table(
@@ -47,13 +53,15 @@ def test_a_small_demo_writes_runs_report_and_table(
         "audio-only",
         "image-only",
         "text-only",
+        "compare.json",
+        "compare.png",
         "report.json",
     }
     assert json.loads((out / "report.json").read_text()) == report
     assert report["sizes"] == sizes and report["fusion"] == "concat"
     assert (out / "fused" / "best" / "fitted" / "text").is_dir()  # the fitted vocabulary
     printed = capsys.readouterr().out
-    assert "test accuracy (8 classes)" in printed and "image only" in printed
+    assert "late average" in printed and "image only" in printed
 
     # running it again replaces the earlier demo: nothing of the first one is left
     (out / "fused" / "notes.txt").write_text("from the first demo")
