@@ -29,6 +29,7 @@ from mmplug.training.balance import (
     scale_gradients,
 )
 from mmplug.training.diagnostics import Watch
+from mmplug.training.optim import warmup_cosine
 from mmplug.training.progress import Reporter, history_figure
 from mmplug.training.train import train
 
@@ -304,6 +305,34 @@ def test_a_key_weighted_zero_leaves_its_unimodal_head_untrained(
             assert moved == name.startswith("unimodal_heads.stats."), name
 
 
+def test_an_encoder_with_its_own_warmup_follows_its_own_schedule(
+    toy_host: PluginHost, tmp_path: Path
+) -> None:
+    config = toy_config(toy_data(tmp_path), epochs=2, warmup=0, encoder_warmup={"word": 1000})
+    run = train(
+        config, registry=toy_host.registry, out=tmp_path / "run", reporter=Reporter(quiet=True)
+    )
+    first, last = metric_lines(run)
+    step, total = first["step"], last["step"]
+    # no warmup: the cosine from the peak; word's 1000 steps, clamped to the run's steps - 1
+    assert first["lr"] == pytest.approx(0.01 * warmup_cosine(total, 0, 0.0)(step))
+    assert first["lr_stats"] == pytest.approx(first["lr"])
+    assert first["lr_word"] == pytest.approx(0.01 * warmup_cosine(total, 1000, 0.0)(step))
+    assert first["lr_word"] != pytest.approx(first["lr_stats"])
+    assert "lr_word" not in metric_lines(train_plain(toy_host, tmp_path))[0]
+
+
+def train_plain(toy_host: PluginHost, tmp_path: Path) -> Path:
+    """A run with no per-encoder settings."""
+    config = toy_config(toy_data(tmp_path / "plain"), epochs=1)
+    return train(
+        config,
+        registry=toy_host.registry,
+        out=tmp_path / "plain-run",
+        reporter=Reporter(quiet=True),
+    )
+
+
 def test_gradient_blending_needs_a_val_split(toy_host: PluginHost, tmp_path: Path) -> None:
     data = toy_data(tmp_path)
     del data["val"]
@@ -337,7 +366,11 @@ def test_modulation_without_unimodal_heads_is_a_config_error(
     toy_host: PluginHost, tmp_path: Path
 ) -> None:
     config = toy_config(
-        toy_data(tmp_path), modulation=0.5, encoder_lr={"sound": 0.1}, unimodal_loss={"wrd": 2}
+        toy_data(tmp_path),
+        modulation=0.5,
+        encoder_lr={"sound": 0.1},
+        encoder_warmup={"snd": 3},
+        unimodal_loss={"wrd": 2},
     )
     config["model"]["unimodal_heads"] = False
     with pytest.raises(ConfigError) as caught:
@@ -347,6 +380,7 @@ def test_modulation_without_unimodal_heads_is_a_config_error(
     message = str(caught.value)
     assert "train.modulation" in message and "model.unimodal_heads" in message
     assert "train.encoder_lr.sound" in message and "train.unimodal_loss.wrd" in message
+    assert "train.encoder_warmup.snd" in message
     assert not (tmp_path / "run").exists()
 
 

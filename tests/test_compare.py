@@ -91,6 +91,7 @@ def test_a_single_modality_model_keeps_the_settings_of_its_key(toy_host: PluginH
             "data": {"train": "t.jsonl", "test": "t.jsonl", "columns": {"word": "w"}},
             "train": {
                 "encoder_lr": {"word": 0.1, "stats": 0.2},
+                "encoder_warmup": {"stats": 5},
                 "unimodal_loss": {"stats": 2.0},
                 "modulation": 0.5,
                 "epochs": 7,
@@ -100,6 +101,7 @@ def test_a_single_modality_model_keeps_the_settings_of_its_key(toy_host: PluginH
     alone = _alone(config, "word")
     assert alone.model.unimodal_heads is False
     assert alone.train.unimodal_loss == 1.0 and alone.train.modulation == 0.0
+    assert alone.train.encoder_warmup is None  # stats's, not word's
     assert list(alone.model.encoders) == ["word"] and alone.model.fusion.name == "mean"
     assert alone.model.modality_dropout == 0.0
     assert alone.data is not None and alone.data.columns == {"word": "w"}

@@ -16,6 +16,7 @@ from torch import nn
 from mmplug import ConfigError
 from mmplug.model.sections import TrainConfig
 from mmplug.training.optim import (
+    group_schedules,
     jsonable,
     load_optimizer,
     make_optimizer,
@@ -81,6 +82,33 @@ def test_each_encoder_can_have_its_own_learning_rate() -> None:
     lrs = {group["name"]: group["lr"] for group in param_groups(Tiny(), settings)}
     assert lrs["encoders.text"] == lrs["encoders.text (no decay)"] == 0.002
     assert lrs["encoders.num"] == lrs["fusion+head"] == 0.01  # not listed: lr
+
+
+def test_each_encoder_can_warm_up_over_its_own_steps() -> None:
+    settings = TrainConfig(lr=0.01, warmup=2, encoder_warmup={"text": 6})
+    groups = param_groups(Tiny(), settings)
+    schedules = group_schedules(groups, settings, 20)
+    factors = {
+        group["name"]: [f(step) for step in range(8)]
+        for group, f in zip(groups, schedules, strict=True)
+    }
+    assert {group["name"]: group["key"] for group in groups}["encoders.text"] == "text"
+    text, rest = warmup_cosine(20, 6, 0.0), warmup_cosine(20, 2, 0.0)
+    assert (
+        factors["encoders.text"]
+        == factors["encoders.text (no decay)"]
+        == [text(s) for s in range(8)]
+    )
+    assert factors["encoders.num"] == factors["fusion+head"] == [rest(s) for s in range(8)]
+    assert factors["encoders.text"][:3] == pytest.approx([1 / 7, 2 / 7, 3 / 7])
+    assert factors["fusion+head"][:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    # one value for every encoder; none: warmup
+    every = TrainConfig(warmup=2, encoder_warmup=0.5)
+    by_key = {
+        g["key"]: f(3) for g, f in zip(groups, group_schedules(groups, every, 20), strict=True)
+    }
+    assert by_key["text"] == by_key["num"] == warmup_cosine(20, 0.5, 0.0)(3)
+    assert by_key[None] == warmup_cosine(20, 2, 0.0)(3)
 
 
 def test_encoders_follow_lr_when_encoder_lr_is_not_set() -> None:

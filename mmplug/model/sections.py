@@ -97,6 +97,12 @@ class TrainConfig(BaseModel):
         description="Peak learning rate of the encoders, or of each modality key's encoder "
         "({audio: 0.0005}; keys not listed use lr); default: lr.",
     )
+    encoder_warmup: NonNegativeFloat | dict[str, NonNegativeFloat] | None = Field(
+        default=None,
+        description="Warmup of the encoders' learning rates, as train.warmup (a fraction of "
+        "all steps below 1, else a step count): one for every encoder, or one per modality "
+        "key ({image: 0.3}; keys not listed use warmup); default: warmup.",
+    )
     unimodal_loss: NonNegativeFloat | dict[str, NonNegativeFloat] | Literal["auto"] = Field(
         default=1.0,
         description="Weight of each unimodal head's loss, added to the fused loss: one for "

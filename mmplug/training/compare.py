@@ -120,9 +120,9 @@ def _alone(config: Config, key: str) -> Config:
     )
     assert config.data is not None
     columns = {k: v for k, v in config.data.columns.items() if k == key}
-    lr = config.train.encoder_lr
-    if isinstance(lr, dict):
-        lr = {k: v for k, v in lr.items() if k == key} or None
+    lr, warmup = (
+        _of_key(getattr(config.train, name), key) for name in ("encoder_lr", "encoder_warmup")
+    )
     return config.model_copy(
         update={
             "model": model,
@@ -130,10 +130,22 @@ def _alone(config: Config, key: str) -> Config:
             # no unimodal heads: nothing to modulate or weigh (a per-key weight would name
             # keys this model does not have)
             "train": config.train.model_copy(
-                update={"modulation": 0.0, "unimodal_loss": 1.0, "encoder_lr": lr}
+                update={
+                    "modulation": 0.0,
+                    "unimodal_loss": 1.0,
+                    "encoder_lr": lr,
+                    "encoder_warmup": warmup,
+                }
             ),
         }
     )
+
+
+def _of_key(setting: float | dict[str, float] | None, key: str) -> float | dict[str, float] | None:
+    """A per-encoder setting for a model with ``key``'s encoder alone."""
+    if isinstance(setting, dict):
+        return {k: v for k, v in setting.items() if k == key} or None
+    return setting
 
 
 def _head_alone(config: Config) -> Config:

@@ -2,7 +2,8 @@
 
 AdamW over two kinds of parameters (decayed: weight matrices and kernels; not decayed:
 biases, norms, embeddings' 1-D scales), with each encoder's optionally at its own learning
-rate. The schedule warms up linearly, then decays along a cosine to ``min_lr_ratio``.
+rate. The schedule warms up linearly (each encoder's optionally over its own number of
+steps), then decays along a cosine to ``min_lr_ratio``.
 
 Optimizer state is saved as a safetensors file (tensors) plus JSON (everything else), so
 resuming never unpickles anything.
@@ -26,7 +27,8 @@ def param_groups(model: nn.Module, settings: TrainConfig) -> list[dict[str, Any]
     """Trainable parameters in groups: (one per encoder key, or the rest) x (decayed or not).
 
     Each encoder's groups take its learning rate from ``encoder_lr`` (one value for every
-    encoder, or one per key; ``lr`` where none is given).
+    encoder, or one per key; ``lr`` where none is given) and name its key (``key``; None for
+    the fusion and heads).
     """
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -39,10 +41,14 @@ def param_groups(model: nn.Module, settings: TrainConfig) -> list[dict[str, Any]
     for (owner, decayed), params in sorted(
         groups.items(), key=lambda item: (item[0][0] != "", item[0])
     ):
+        key = owner.removeprefix("encoders.") if owner else None
         result.append(
             {
                 "params": params,
-                "lr": _lr(settings, owner.removeprefix("encoders.")) if owner else settings.lr,
+                "key": key,
+                "lr": settings.lr
+                if key is None
+                else _per_key(settings.encoder_lr, key, settings.lr),
                 "weight_decay": settings.weight_decay if decayed else 0.0,
                 "name": f"{owner or 'fusion+head'}{'' if decayed else ' (no decay)'}",
             }
@@ -50,12 +56,30 @@ def param_groups(model: nn.Module, settings: TrainConfig) -> list[dict[str, Any]
     return result
 
 
-def _lr(settings: TrainConfig, key: str) -> float:
-    """The peak learning rate of modality ``key``'s encoder."""
-    chosen = settings.encoder_lr
+def _per_key(chosen: float | dict[str, float] | None, key: str, default: float) -> float:
+    """A setting of modality ``key``'s encoder: one value for all, one per key, or the
+    default (for None, or a key not listed)."""
     if isinstance(chosen, dict):
         chosen = chosen.get(key)
-    return chosen or settings.lr
+    return default if chosen is None else chosen
+
+
+def group_schedules(
+    groups: list[dict[str, Any]], settings: TrainConfig, total_steps: int
+) -> list[Callable[[int], float]]:
+    """Each parameter group's learning-rate factor per step (:func:`warmup_cosine`): an
+    encoder's group warms up over ``encoder_warmup`` (its key's, or the one for all), the
+    rest over ``warmup``."""
+    return [
+        warmup_cosine(
+            total_steps,
+            settings.warmup
+            if group.get("key") is None
+            else _per_key(settings.encoder_warmup, group["key"], settings.warmup),
+            settings.min_lr_ratio,
+        )
+        for group in groups
+    ]
 
 
 def make_optimizer(model: nn.Module, settings: TrainConfig) -> torch.optim.AdamW:

@@ -210,7 +210,8 @@ def check_columns(data: DataConfig, keys: Sequence[str]) -> list[str]:
 
 def check_balance(settings: TrainConfig, model: MultimodalModel, *, has_val: bool) -> None:
     """The balancing settings fit the model: modulation has unimodal heads to read,
-    Gradient-Blending a validation split, and per-key settings name the model's keys.
+    Gradient-Blending a validation split, and per-key settings (``encoder_lr``,
+    ``encoder_warmup``, ``unimodal_loss``) name the model's keys.
 
     Raises:
         ConfigError: naming the setting.
@@ -232,7 +233,7 @@ def check_balance(settings: TrainConfig, model: MultimodalModel, *, has_val: boo
                 "model.unimodal_heads: true (or use the late fusion)",
             )
         )
-    for name in ("encoder_lr", "unimodal_loss"):
+    for name in ("encoder_lr", "encoder_warmup", "unimodal_loss"):
         chosen = getattr(settings, name)
         if isinstance(chosen, dict):
             issues += [

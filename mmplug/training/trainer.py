@@ -46,11 +46,11 @@ from mmplug.runs.rundir import (
 from mmplug.training.balance import FUSED, loss_weights, modulation, scale_gradients
 from mmplug.training.diagnostics import Watch
 from mmplug.training.optim import (
+    group_schedules,
     jsonable,
     load_optimizer,
     make_optimizer,
     save_optimizer,
-    warmup_cosine,
 )
 from mmplug.training.progress import Reporter, format_metrics, plot_history
 
@@ -117,8 +117,8 @@ class Trainer:
         self.steps_per_epoch = per_epoch
         self.total_steps = settings.max_steps or per_epoch * settings.epochs
         self.epochs = math.ceil(self.total_steps / per_epoch)
-        self.schedule = warmup_cosine(self.total_steps, settings.warmup, settings.min_lr_ratio)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.schedules = group_schedules(self.optimizer.param_groups, settings, self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedules)
         self.scaler = torch.amp.grad_scaler.GradScaler(
             device.type, enabled=settings.precision == "fp16"
         )
@@ -153,8 +153,10 @@ class Trainer:
         for group, (lr, decay) in zip(self.optimizer.param_groups, fresh, strict=True):
             group["initial_lr"], group["weight_decay"] = lr, decay
         self.scheduler.base_lrs = [lr for lr, _ in fresh]
-        for group, lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
-            group["lr"] = lr * self.schedule(state.step)
+        for group, lr, schedule in zip(
+            self.optimizer.param_groups, self.scheduler.base_lrs, self.schedules, strict=True
+        ):
+            group["lr"] = lr * schedule(state.step)
         if meta["scaler"]:
             self.scaler.load_state_dict(meta["scaler"])
         patience = self.settings.patience
@@ -230,6 +232,7 @@ class Trainer:
             "epoch": epoch,
             "step": self.state.step,
             "lr": self.optimizer.param_groups[0]["lr"],
+            **self._encoder_lrs(),
             **trained,
         }
         if "val" in self.datasets:
@@ -269,6 +272,18 @@ class Trainer:
             self.reporter.log(
                 f"stopping early: {self.monitor} has not improved for {patience} epochs"
             )
+
+    def _encoder_lrs(self) -> dict[str, float]:
+        """``lr_<key>``: each encoder's learning rate now, where the settings give encoders
+        their own (``encoder_lr``, ``encoder_warmup``); ``lr`` is the fusion's and heads'."""
+        settings = self.settings
+        if settings.encoder_lr is None and settings.encoder_warmup is None:
+            return {}
+        return {
+            f"lr_{group['key']}": group["lr"]
+            for group in self.optimizer.param_groups
+            if group.get("key") is not None and group["weight_decay"] == settings.weight_decay
+        }
 
     def _better(self, value: float, best: float | None) -> bool:
         if best is None or math.isnan(best):
