@@ -107,9 +107,10 @@ class TrainConfig(BaseModel):
         default=1.0,
         description="Weight of each unimodal head's loss, added to the fused loss: one for "
         "every key, or one per key ({audio: 2.0}; keys not listed: 1.0), or 'auto' "
-        "(Gradient-Blending: every head's weight, the fused one's too, estimated each epoch "
-        "from the last epoch's generalization and overfitting). Used when the model has "
-        "unimodal heads (model.unimodal_heads, or the late fusion).",
+        "(Gradient-Blending: every head's weight, the fused one's too, estimated before "
+        "each epoch from the third on, from its generalization and overfitting since the "
+        "first). Used when the model has unimodal heads (model.unimodal_heads, or the late "
+        "fusion).",
     )
     modulation: float = Field(
         default=0.0,

@@ -13,9 +13,8 @@ the model's unimodal heads (``model.unimodal_heads``, or the ``late`` fusion):
   before each epoch from the third on, every head's weight (the fused head's too) is
   ``w_h ~ dG_h / dO_h^2`` over the epochs so far: ``dG_h`` is how much its validation loss
   fell since the first epoch, ``dO_h`` how much its overfitting (validation minus training
-  loss) changed since then. A head
-  whose validation loss did not fall gets weight 0; the weights are normalized to sum to the
-  number of heads (all 1 when they are equal);
+  loss) changed since then. A head whose validation loss did not fall gets weight 0; the
+  weights are normalized to sum to the number of heads (all 1 when they are equal);
 - **gradient modulation** (OGM, Peng et al. 2022): each step, each key's score is
   ``s_m = exp(-L_m)`` (for cross-entropy, the geometric mean probability its head gives the
   true class), its ratio ``r_m = s_m / mean(s_j, j != m)``, and every gradient flowing into

@@ -120,9 +120,8 @@ def _alone(config: Config, key: str) -> Config:
     )
     assert config.data is not None
     columns = {k: v for k, v in config.data.columns.items() if k == key}
-    lr, warmup = (
-        _of_key(getattr(config.train, name), key) for name in ("encoder_lr", "encoder_warmup")
-    )
+    lr = _of_key(config.train.encoder_lr, key)
+    warmup = _of_key(config.train.encoder_warmup, key)
     return config.model_copy(
         update={
             "model": model,

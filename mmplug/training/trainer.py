@@ -275,14 +275,15 @@ class Trainer:
 
     def _encoder_lrs(self) -> dict[str, float]:
         """``lr_<key>``: each encoder's learning rate now, where the settings give encoders
-        their own (``encoder_lr``, ``encoder_warmup``); ``lr`` is the fusion's and heads'."""
+        their own (``encoder_lr``, ``encoder_warmup``); ``lr`` is the fusion's and heads'.
+        An encoder's two groups (decayed or not) share one rate and schedule."""
         settings = self.settings
         if settings.encoder_lr is None and settings.encoder_warmup is None:
             return {}
         return {
             f"lr_{group['key']}": group["lr"]
             for group in self.optimizer.param_groups
-            if group.get("key") is not None and group["weight_decay"] == settings.weight_decay
+            if group.get("key") is not None
         }
 
     def _better(self, value: float, best: float | None) -> bool:
