@@ -39,6 +39,8 @@ demo: $(STAMP)
 # The fusion benchmark's data needs scikit-learn (the bench extra) and Debian's espeak-ng.
 BENCH_STAMP := $(VENV)/.bench-installed
 FUSION_SEEDS ?= 3
+# every registered fusion with the default, next to the five variants; empty: the variants only
+FUSIONS ?= gated,sum,attention,lmf,tensor,film,transformer,cross-attention
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[bench]'
@@ -50,7 +52,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/text_batching.py
 	$(BIN)/python benchmarks/training_step.py
 	$(BIN)/python benchmarks/worker_payload.py
-	$(BIN)/python benchmarks/fusion_benchmark.py --seeds $(FUSION_SEEDS)
+	$(BIN)/python benchmarks/fusion_benchmark.py --seeds $(FUSION_SEEDS) --fusions '$(FUSIONS)'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
