@@ -1,18 +1,27 @@
 """Atomic writes: a file or folder appears whole at its final path, or not at all.
 
-Each is written next to its destination and renamed into place, so a process killed at any
+Each is written next to its destination, under a staging name that carries the writer's
+process id (``.NAME.<pid>.<random>``), and renamed into place, so a process killed at any
 moment leaves the previous version intact (a rename within a folder is atomic on POSIX and
-on Windows).
+on Windows). Staging files are cleaned up only when the process that made them is gone:
+two writers never delete each other's work. Every file gets the usual permissions (the
+umask's), including those a library wrote privately inside a staged folder.
+
+A full disk is a one-line :class:`~mmplug.errors.MmplugError` naming the file, not a
+traceback; the previous version stays where it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from mmplug.errors import MmplugError
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -31,22 +40,23 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def staged_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; renamed onto ``path`` when the block succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*"):
-        if stale.is_file():  # left by a killed process
-            stale.unlink(missing_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    staging = Path(name)
-    try:
-        os.chmod(staging, 0o666 & ~_umask())  # mkstemp makes it private; keep the usual mode
-        yield staging
-        with staging.open("rb") as written:
-            os.fsync(written.fileno())  # the data is on disk before the name points at it
-        os.replace(staging, target)
-    except BaseException:
-        staging.unlink(missing_ok=True)
-        raise
+    with _disk_full_named(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in _abandoned(target):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
+        handle, name = tempfile.mkstemp(prefix=_prefix(target), dir=target.parent)
+        os.close(handle)
+        staging = Path(name)
+        try:
+            os.chmod(staging, 0o666 & ~_umask())  # mkstemp makes it private; keep the usual mode
+            yield staging
+            with staging.open("rb") as written:
+                os.fsync(written.fileno())  # the data is on disk before the name points at it
+            os.replace(staging, target)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
 
 
 @contextlib.contextmanager
@@ -58,18 +68,70 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     still finds.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*"):
-        if stale.is_dir() and stale != _retired(target):  # left by a killed process
-            shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    with _disk_full_named(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in _abandoned(target):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=_prefix(target), dir=target.parent))
+        try:
+            yield staging
+            usual_permissions(staging)
+            _swap_in(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def usual_permissions(folder: Path) -> None:
+    """Give ``folder`` and everything in it the mode a plain ``open``/``mkdir`` would (the
+    umask's): libraries that write through private temporary files leave mode 600."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(Path(root) / name, 0o777 & ~mask)
+        for name in files:
+            os.chmod(Path(root) / name, 0o666 & ~mask)
+
+
+@contextlib.contextmanager
+def _disk_full_named(target: Path) -> Iterator[None]:
     try:
-        os.chmod(staging, 0o777 & ~_umask())
-        yield staging
-        _swap_in(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise MmplugError(
+            f"could not write {target}: {os.strerror(exc.errno)}; its previous version, if "
+            "it had one, is intact. Free some space and run the command again"
+        ) from None
+
+
+def _prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
+
+
+def _abandoned(target: Path) -> Iterator[Path]:
+    """Staging files and folders of ``target`` whose writer is no longer running."""
+    for candidate in target.parent.glob(f".{target.name}.*.*"):
+        pid = candidate.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            yield candidate
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # no cheap, harmless probe: never take another's files
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _umask() -> int:

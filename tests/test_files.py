@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mmplug.errors import MmplugError
 from mmplug.files import existing_dir, staged_dir, staged_file, write_bytes, write_text
 
 
@@ -94,20 +98,81 @@ def test_a_failed_block_keeps_the_previous_file(tmp_path: Path) -> None:
     assert names(tmp_path) == {"model.bin"}
 
 
-def test_stale_staging_files_of_a_killed_process_are_removed(tmp_path: Path) -> None:
-    (tmp_path / ".metrics.jsonl.k1ll3d").write_text("partial")
-    (tmp_path / ".metrics.jsonl.x").write_text("partial")
-    (tmp_path / ".other.jsonl.k1ll3d").write_text("someone else's")
+@pytest.fixture
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture
+def live_pid() -> Iterator[int]:
+    """The pid of another process that is running (a second writer)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield child.pid
+    child.kill()
+    child.wait()
+
+
+def test_staging_files_of_a_killed_process_are_removed(tmp_path: Path, dead_pid: int) -> None:
+    (tmp_path / f".metrics.jsonl.{dead_pid}.k1ll3d").write_text("partial")
+    (tmp_path / f".other.jsonl.{dead_pid}.k1ll3d").write_text("another name's")
+    (tmp_path / ".metrics.jsonl.x").write_text("no pid: not a staging name")
     (tmp_path / "metrics.jsonl.bak").write_text("not a staging file")
-    (tmp_path / ".metrics.jsonl.dir").mkdir()  # a folder is not a file's leftover
+    (tmp_path / f".metrics.jsonl.{dead_pid}.dir").mkdir()  # a folder is not a file's leftover
     write_text(tmp_path / "metrics.jsonl", "{}\n")
     assert (tmp_path / "metrics.jsonl").read_text() == "{}\n"
     assert names(tmp_path) == {
         "metrics.jsonl",
-        ".other.jsonl.k1ll3d",
+        f".other.jsonl.{dead_pid}.k1ll3d",
+        ".metrics.jsonl.x",
         "metrics.jsonl.bak",
-        ".metrics.jsonl.dir",
+        f".metrics.jsonl.{dead_pid}.dir",
     }
+
+
+def test_staging_files_of_a_running_writer_are_left_alone(tmp_path: Path, live_pid: int) -> None:
+    theirs = tmp_path / f".metrics.jsonl.{live_pid}.busy"
+    theirs.write_text("being written")
+    write_text(tmp_path / "metrics.jsonl", "{}\n")
+    assert theirs.read_text() == "being written"
+
+
+def test_the_staging_name_carries_the_writer_pid(tmp_path: Path) -> None:
+    with staged_file(tmp_path / "a.txt") as staging:
+        assert staging.name.startswith(f".a.txt.{os.getpid()}.")
+    with staged_dir(tmp_path / "best") as folder:
+        assert folder.name.startswith(f".best.{os.getpid()}.")
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_version(tmp_path: Path) -> None:
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"previous")
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with (
+        pytest.raises(MmplugError, match=r"could not write .*model.bin: No space left"),
+        staged_file(target),
+    ):
+        raise full
+    assert target.read_bytes() == b"previous"
+    assert names(tmp_path) == {"model.bin"}
+
+
+def test_other_os_errors_are_not_reworded(tmp_path: Path) -> None:
+    with pytest.raises(PermissionError), staged_file(tmp_path / "x"):
+        raise PermissionError(errno.EACCES, "denied")
+
+
+def test_private_files_written_in_a_staged_folder_get_the_usual_mode(
+    tmp_path: Path, umask: None
+) -> None:
+    os.umask(0o022)
+    with staged_dir(tmp_path / "best") as staging:
+        private = staging / "model.safetensors"
+        private.write_bytes(b"w")
+        os.chmod(private, 0o600)  # as a library writing through mkstemp leaves it
+    assert mode(tmp_path / "best" / "model.safetensors") == 0o644
 
 
 # -- staged_dir / existing_dir ------------------------------------------------------------
@@ -157,13 +222,13 @@ def test_folder_mode_follows_the_umask(tmp_path: Path, umask: None) -> None:
     assert mode(tmp_path / "atomic") == mode(normal) == 0o750
 
 
-def test_stale_staging_folders_are_removed(tmp_path: Path) -> None:
-    (tmp_path / ".last.k1ll3d").mkdir()
-    (tmp_path / ".last.k1ll3d" / "weights").write_text("partial")
-    (tmp_path / ".lastly.k1ll3d").mkdir()  # another name's
+def test_stale_staging_folders_are_removed(tmp_path: Path, dead_pid: int) -> None:
+    (tmp_path / f".last.{dead_pid}.k1ll3d").mkdir()
+    (tmp_path / f".last.{dead_pid}.k1ll3d" / "weights").write_text("partial")
+    (tmp_path / f".lastly.{dead_pid}.k1ll3d").mkdir()  # another name's
     with staged_dir(tmp_path / "last") as staging:
         (staging / "weights").write_text("new")
-    assert names(tmp_path) == {"last", ".lastly.k1ll3d"}
+    assert names(tmp_path) == {"last", f".lastly.{dead_pid}.k1ll3d"}
 
 
 def kill_between_the_renames(tmp_path: Path) -> Path:

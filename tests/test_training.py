@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +17,15 @@ from typing import Any, ClassVar
 import pytest
 import torch
 import yaml
-from training_helpers import CLASSES, metric_lines, toy_config, toy_data, toy_rows, write_rows
+from training_helpers import (
+    CLASSES,
+    metric_lines,
+    start_training,
+    toy_config,
+    toy_data,
+    toy_rows,
+    write_rows,
+)
 
 import mmplug
 from mmplug import ConfigError, DataError, MmplugError
@@ -130,39 +137,16 @@ def test_resume_after_a_crash_replays_an_uninterrupted_run(
     assert best["test"] == json.loads((uninterrupted / "results.json").read_text())["test"]
 
 
-KILLED_CHILD = """
-import sys
-sys.path.insert(0, {tests!r})
-import importlib.util, json
-from conftest import make_toy_host
-spec = importlib.util.spec_from_file_location("toy_plugin", {toy!r})
-toy = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(toy)
-import mmplug
-from mmplug.training.progress import Reporter
-config = json.loads({config!r})
-registry = make_toy_host(toy).registry
-mmplug.train(config, out={out!r}, registry=registry, reporter=Reporter(quiet=True))
-"""
-
-
 def test_a_run_killed_between_checkpoints_resumes(
     tmp_path: Path, data: dict[str, str], toy_host: PluginHost
 ) -> None:
     """SIGKILL at a random moment after the first checkpoint; the resumed run ends as one
     that was never interrupted."""
-    root = Path(__file__).resolve().parent
     # Enough epochs that the kill lands mid-run (toy epochs take tens of milliseconds); a
     # kill after the last epoch, while the test split runs, must resume just as well.
     config = toy_config(data, epochs=40)
     out = tmp_path / "killed"
-    script = KILLED_CHILD.format(
-        tests=str(root),
-        toy=str(root.parent / "examples" / "toy_plugin.py"),
-        config=json.dumps(config),
-        out=str(out),
-    )
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)])
+    child = start_training(config, out)
     try:
         deadline = time.monotonic() + 120
         while not (out / "last" / "trainer.json").exists():
@@ -179,7 +163,7 @@ def test_a_run_killed_between_checkpoints_resumes(
     resumed = mmplug.train(resume=out, registry=toy_host.registry, reporter=QUIET)
     uninterrupted = run_train(config, tmp_path / "full", toy_host)
     assert metric_lines(resumed) == metric_lines(uninterrupted)
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no leftovers
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".lock"]  # no leftovers
 
 
 def test_resume_may_change_train_settings_but_not_the_model(

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,40 @@ def metric_lines(run: Path) -> list[dict[str, Any]]:
     """metrics.jsonl without the wall-clock field."""
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+TRAIN_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+import importlib.util, json
+from conftest import make_toy_host
+spec = importlib.util.spec_from_file_location("toy_plugin", {toy!r})
+toy = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(toy)
+import mmplug
+from mmplug.training.progress import Reporter
+config = json.loads({config!r})
+registry = make_toy_host(toy).registry
+try:
+    mmplug.train(config, out={out!r}, resume={resume!r}, registry=registry,
+                 reporter=Reporter(quiet=True))
+except mmplug.MmplugError as exc:
+    print(f"mmplug: error: {{exc}}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def start_training(
+    config: dict[str, Any] | None, out: Path, *, resume: bool = False, **popen: Any
+) -> subprocess.Popen[str]:
+    """``mmplug train`` of the toy plugin's ``config`` into ``out`` (or ``--resume out``) in a
+    child process, as the command line reports it: a user error on stderr, exit code 2."""
+    tests = Path(__file__).resolve().parent
+    script = TRAIN_CHILD.format(
+        tests=str(tests),
+        toy=str(tests.parent / "examples" / "toy_plugin.py"),
+        config=json.dumps(config),
+        out=None if resume else str(out),
+        resume=str(out) if resume else None,
+    )
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], text=True, **popen)

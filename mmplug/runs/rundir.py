@@ -11,6 +11,7 @@
     training.png     per epoch: the losses; every validation metric, the monitored one marked
     best/            the checkpoint with the best monitored value
     last/            the latest checkpoint, which ``--resume`` continues from
+    .lock            held by the process that writes the run (:mod:`mmplug.runs.lock`)
 
 Each checkpoint is a saved model (``config.yaml``, ``model.safetensors``, ``fitted/``, see
 :mod:`mmplug.model.checkpoint`) plus ``trainer.json`` (epoch, step, best value, early

@@ -30,7 +30,8 @@ from mmplug.model.resolve import resolve_model
 from mmplug.model.sections import DataConfig, TrainConfig
 from mmplug.model.tasks import Task
 from mmplug.plugins.registry import Registry
-from mmplug.runs.rundir import BEST, CONFIG, LAST, RunDir
+from mmplug.runs.lock import LOCK_FILE, locked_run
+from mmplug.runs.rundir import BEST, CONFIG, LABELS, LAST, METRICS, PLUGINS, RunDir
 from mmplug.training.progress import Reporter
 from mmplug.training.trainer import Trainer, seed_everything
 
@@ -64,18 +65,54 @@ def train(
         DataError: a manifest or row can't be read (unless ``data.on_error: skip``).
     """
     reporter = reporter or Reporter()
+    if resume is None and config is None:
+        raise MmplugError("train needs a config (or a run directory to resume)")
+    if resume is not None and not Path(resume).is_dir():
+        raise MmplugError(f"{resume} is not a run directory (no such folder)")
+    target = Path(resume) if resume is not None else _default_out(out)
+    created = not target.exists()
+    if resume is None and not created:
+        _check_new_run(target)  # before the lock file goes into a folder that is not a run's
+    with locked_run(target):
+        try:
+            return _train_locked(config, overrides, registry, target, resume is not None, reporter)
+        except BaseException:
+            if resume is None and [p.name for p in target.iterdir()] == [LOCK_FILE]:
+                (target / LOCK_FILE).unlink()  # nothing was written: leave nothing behind
+                if created:
+                    target.rmdir()
+            raise
+
+
+def _train_locked(
+    config: ConfigSource | Config | None,
+    overrides: Sequence[str],
+    registry: Registry,
+    target: Path,
+    resuming: bool,
+    reporter: Reporter,
+) -> Path:
+    """:func:`train`, with the run directory ``target`` locked."""
     run: RunDir | None = None
-    if resume is not None:
-        run = RunDir.open(resume)
+    if resuming and unstarted(target) and not (target / CONFIG).is_file():
+        if config is None:
+            raise MmplugError(
+                f"{target} was left by a run stopped before its config.yaml was written; "
+                f"start it again with: mmplug train CONFIG --out {target}"
+            )
+        config = load_config(config, overrides)
+        resuming = False
+    elif resuming:
+        run = RunDir.open(target)
         run.check_plugins(registry)
         config = _resume_config(run, config, overrides, registry)
         if existing_dir(run.path / LAST) is None:
             reporter.log(f"{run.path} has no checkpoint yet: starting it from the beginning")
-            resume, out, run = None, run.path, None
-    elif config is None:
-        raise MmplugError("train needs a config (or a run directory to resume)")
+            resuming, run = False, None
     else:
+        assert config is not None
         config = load_config(config, overrides)
+        _check_new_run(target)
     data = _data_section(config)
     manifests = read_manifests(data)
     settings = config.train
@@ -89,7 +126,7 @@ def train(
     keys = check_columns(data, model.keys)
     check_balance(settings, model, has_val="val" in manifests)
     monitor, mode = _monitor(settings, task, model.head, "val" in manifests)
-    new_run = _new_run_path(out) if run is None else None
+    new_run = target if run is None else None
     pipeline = Pipeline.from_model(model)
     if new_run is not None:
         _fit_encoders(model, pipeline, manifests["train"], data, reporter)
@@ -117,7 +154,7 @@ def train(
     run.write_config(resolved_config(config, model))
     run.write_plugins(model.resolved.distributions())
     trainer = Trainer(model, task, settings, datasets, run, reporter, device, monitor, mode, data)
-    if resume is not None:
+    if resuming:
         trainer.restore(run.checkpoint(LAST))
     trainer.fit()
     return run.path
@@ -267,20 +304,30 @@ def _monitor(settings: TrainConfig, task: Task, head: Head, has_val: bool) -> tu
     return monitor, mode
 
 
-def _new_run_path(out: str | Path | None) -> Path:
-    """Where a new run goes: ``out``, or ``runs/<time>``. A folder left by a start that failed
-    before any checkpoint is reused, anything else non-empty is refused."""
-    path = Path(out) if out is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if path.exists() and any(path.iterdir()):
-        failed_start = (path / CONFIG).is_file() and not any(
-            existing_dir(path / name) for name in (BEST, LAST)
+def _default_out(out: str | Path | None) -> Path:
+    return Path(out) if out is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+#: What a run writes before its first checkpoint (and metrics.jsonl, written just before it).
+EARLY_FILES = frozenset({CONFIG, LABELS, PLUGINS, METRICS, LOCK_FILE})
+
+
+def unstarted(path: Path) -> bool:
+    """True for a run directory that holds no checkpoint and nothing but what a run writes
+    before its first one, or staging files (hidden): a start that failed or was killed."""
+    if any(existing_dir(path / name) for name in (BEST, LAST)):
+        return False
+    return all(p.name in EARLY_FILES or p.name.startswith(".") for p in path.iterdir())
+
+
+def _check_new_run(path: Path) -> None:
+    """A new run may go into an empty folder, or one left by a start that failed before its
+    first checkpoint (it is written over); anything else is refused."""
+    if not unstarted(path):
+        raise MmplugError(
+            f"{path} already exists and is not empty: choose another --out, or continue it "
+            f"with --resume {path}"
         )
-        if not failed_start:
-            raise MmplugError(
-                f"{path} already exists and is not empty: choose another --out, or continue it "
-                f"with --resume {path}"
-            )
-    return path
 
 
 #: Train settings a resumed run can't change: its steps and its best checkpoint depend on them.
