@@ -128,6 +128,9 @@ def test_weights_that_do_not_fit_are_named(toy_plugin: Any, tmp_path: Path) -> N
     mmplug.save_model(mmplug.build_model(CONFIG, registry=registry), tmp_path / "model")
     config = tmp_path / "model" / "config.yaml"
     config.write_text(config.read_text().replace("dim: 3", "dim: 5"))
+    with pytest.raises(MmplugError, match=r"config\.yaml is damaged.*delete checksums\.json"):
+        mmplug.load_model(tmp_path / "model", registry=registry)
+    (tmp_path / "model" / "checksums.json").unlink()  # changed on purpose: load it unchecked
     with pytest.raises(ComponentError, match=r"model\.safetensors does not fit") as info:
         mmplug.load_model(tmp_path / "model", registry=registry)
     assert "fusion.project.word.weight" in str(info.value)

@@ -12,14 +12,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import torch
+from conftest import make_toy_host
 from training_helpers import start_training, toy_config, toy_data
 
 import mmplug
 from mmplug import MmplugError
 from mmplug.plugins.host import PluginHost
 from mmplug.runs.lock import locked_run
+from mmplug.runs.rundir import RunDir
 from mmplug.training.progress import Reporter
 
 QUIET = Reporter(quiet=True)
@@ -27,6 +31,7 @@ QUIET = Reporter(quiet=True)
 HOLD_LOCK = """
 import sys, time
 from mmplug.runs.lock import locked_run
+from mmplug.runs.rundir import RunDir
 with locked_run(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -177,3 +182,189 @@ def test_a_folder_that_is_not_a_run_gets_no_lock_file(
     with pytest.raises(MmplugError, match="already exists and is not empty"):
         train(toy_config(data), toy_host, out=tmp_path / "mine")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+# -- damaged files are named, never used --------------------------------------------------
+
+
+def damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\x00\xffnot what was saved\x80" * 8)
+    else:  # one bit flipped in the middle
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + bytes([data[middle] ^ 0x04]) + data[middle + 1 :])
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, toy_plugin: ModuleType
+) -> tuple[Path, dict[str, str]]:
+    """One toy run, copied by each test that damages it."""
+    root = tmp_path_factory.mktemp("trained")
+    data = toy_data(root / "data")
+    host = make_toy_host(toy_plugin)
+    train(toy_config(data), host, out=root / "run")
+    return root / "run", data
+
+
+@pytest.fixture
+def run_copy(tmp_path: Path, trained: tuple[Path, dict[str, str]]) -> Path:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained[0], copy, symlinks=True)
+    return copy
+
+
+HOWS = ["truncated", "garbage", "bitflip"]
+CHECKPOINT_FILES = [
+    "best/model.safetensors",
+    "best/config.yaml",
+    "best/trainer.json",
+    "best/checksums.json",
+    "labels.json",
+]
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("name", CHECKPOINT_FILES)
+def test_evaluate_names_a_damaged_file(
+    run_copy: Path, trained: tuple[Path, dict[str, str]], toy_host: PluginHost, name: str, how: str
+) -> None:
+    if name.endswith(".safetensors"):  # best/'s weights are a second name of last/'s file
+        (run_copy / name).unlink()
+        (run_copy / name).write_bytes((run_copy / "last" / "model.safetensors").read_bytes())
+    damage(run_copy / name, how)
+    with pytest.raises(MmplugError, match=rf"{Path(name).name}.* (is damaged|does not fit)"):
+        mmplug.evaluate(run_copy, trained[1]["test"], registry=toy_host.registry)
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize(
+    "name", ["last/model.safetensors", "last/optimizer.safetensors", "last/trainer.json"]
+)
+def test_resume_names_a_damaged_file(
+    run_copy: Path, toy_host: PluginHost, name: str, how: str
+) -> None:
+    if name == "last/model.safetensors":
+        (run_copy / "best" / "model.safetensors").unlink()  # keep best/'s own copy intact
+        (run_copy / "best" / "model.safetensors").write_bytes((run_copy / name).read_bytes())
+    damage(run_copy / name, how)
+    with pytest.raises(MmplugError, match=rf"{Path(name).name} is damaged.*other checkpoint"):
+        train(None, toy_host, resume=run_copy)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_a_damaged_plugins_json_is_named(run_copy: Path, toy_host: PluginHost, how: str) -> None:
+    damage(run_copy / "plugins.json", how)
+    with pytest.raises(MmplugError, match=r"plugins\.json is damaged"):
+        mmplug.load(run_copy, registry=toy_host.registry)
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_damaged_metrics_file_is_rewritten_by_resume(
+    run_copy: Path, toy_host: PluginHost, how: str
+) -> None:
+    before = (run_copy / "metrics.jsonl").read_text()
+    damage(run_copy / "metrics.jsonl", how)
+    if how != "bitflip":
+        with pytest.raises(MmplugError, match=r"metrics\.jsonl(, line \d+,)? is damaged"):
+            RunDir.open(run_copy).metrics()
+    train(None, toy_host, resume=run_copy)  # already finished: only the files are rewritten
+    assert (run_copy / "metrics.jsonl").read_text() == before
+
+
+def test_every_checkpoint_file_is_listed_with_its_checksum(run_copy: Path) -> None:
+    for name in ("best", "last"):
+        listed = json.loads((run_copy / name / "checksums.json").read_text())["files"]
+        files = {
+            p.relative_to(run_copy / name).as_posix()
+            for p in (run_copy / name).rglob("*")
+            if p.is_file() and p.name != "checksums.json"
+        }
+        assert set(listed) == files | {"../labels.json"}
+
+
+def test_checkpoint_files_have_the_usual_permissions(run_copy: Path) -> None:
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in run_copy.rglob("*"):
+        if path.is_file() and path.name != ".lock":
+            assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
+
+
+# -- numerical failure --------------------------------------------------------------------
+
+
+def poison_after_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, parameter: str) -> None:
+    """Make ``parameter`` NaN at the end of training epoch ``epoch``, as a divergence that
+    the training loss did not show would."""
+    from mmplug.training.trainer import Trainer
+
+    original = Trainer._train_epoch
+
+    def train_epoch(self: Trainer, number: int) -> dict[str, float]:
+        logged = original(self, number)
+        if number == epoch:
+            with torch.no_grad():
+                dict(self.model.named_parameters())[parameter].fill_(float("nan"))
+        return logged
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+
+
+@pytest.mark.parametrize(
+    ("parameter", "reported"),
+    [
+        ("encoders.stats.net.0.weight", r"val_loss nan"),  # the validation loss shows it
+        ("unimodal_heads.word.net.1.weight", r"the weights"),  # only the weights do
+    ],
+    ids=["val-loss", "weights"],
+)
+def test_a_diverged_epoch_is_never_saved(
+    tmp_path: Path,
+    data: dict[str, str],
+    toy_host: PluginHost,
+    monkeypatch: pytest.MonkeyPatch,
+    parameter: str,
+    reported: str,
+) -> None:
+    poison_after_epoch(monkeypatch, 2, parameter)
+    run = tmp_path / "run"
+    with pytest.raises(MmplugError, match=rf"{reported}.*diverged at epoch 2.*hold epoch 1"):
+        train(toy_config(data, epochs=3), toy_host, out=run)
+    for name in ("best", "last"):
+        saved = json.loads((run / name / "trainer.json").read_text())
+        assert saved["state"]["epoch"] == 1
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").open()] == [1]
+
+
+def test_predict_and_evaluate_refuse_non_finite_outputs(
+    run_copy: Path, trained: tuple[Path, dict[str, str]], toy_host: PluginHost
+) -> None:
+    predictor = mmplug.load(run_copy, registry=toy_host.registry)
+    with torch.no_grad():
+        for parameter in predictor.model.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(MmplugError, match=rf"{run_copy} \(best/\) gave non-finite outputs .*row"):
+        list(predictor.predict_manifest(trained[1]["test"]))
+    with pytest.raises(MmplugError, match=r"non-finite outputs .*for sample 0"):
+        predictor.predict({"stats": [1.0, 0.0, 0.0, 1.0]})
+    with pytest.raises(MmplugError, match=r"non-finite loss \(nan\)"):
+        predictor.evaluate(trained[1]["test"])
+
+
+def test_command_line_json_is_strict_json() -> None:
+    from mmplug.cli.running import strict_json
+
+    text = strict_json({"loss": 0.5, "auroc": float("nan"), "rows": [float("inf"), 1]})
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
+        "loss": 0.5,
+        "auroc": None,
+        "rows": [None, 1],
+    }

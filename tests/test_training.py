@@ -77,7 +77,13 @@ def test_two_epochs_write_a_complete_run_directory(
     assert lines[-1]["step"] == 2 * 6  # 48 rows in batches of 8
     # weights and optimizer state are safetensors; nothing is pickled
     last = {p.name for p in (run / "last").rglob("*") if p.is_file()}
-    assert last == {"config.yaml", "model.safetensors", "optimizer.safetensors", "trainer.json"}
+    assert last == {
+        "config.yaml",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer.json",
+        "checksums.json",
+    }
     assert "optimizer.safetensors" not in {p.name for p in (run / "best").iterdir()}
     results = json.loads((run / "results.json").read_text())
     assert results["epochs"] == 2 and results["skipped"] == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -158,7 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if result.confusion is not None:
             data["confusion"] = {"classes": classes, "matrix": result.confusion}
         data["skipped"] = [row.to_json() for row in result.skipped]
-        print(json.dumps(data, indent=2))
+        print(strict_json(data, indent=2))
         return 0
     print(f"{args.data}: {result.count} rows")
     for name, value in {"loss": result.loss, **result.metrics}.items():
@@ -208,22 +209,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 f"the model has no modality {', '.join(unknown)}; give --KEY VALUE for its "
                 f"keys: {', '.join(predictor.keys)}"
             )
-        print(json.dumps(predictor.predict(sample, root=Path.cwd())[0], indent=2))
+        print(strict_json(predictor.predict(sample, root=Path.cwd())[0], indent=2))
         return 0
     lines = predictor.predict_manifest(args.data, keep=keep, batch_size=args.batch_size)
     count = 0
     if args.out is None:
         for line in lines:
-            print(json.dumps(line))
+            print(strict_json(line))
         return 0
     from mmplug.files import staged_file
 
     with staged_file(args.out) as staging, staging.open("w") as handle:
         for line in lines:
-            handle.write(json.dumps(line) + "\n")
+            handle.write(strict_json(line) + "\n")
             count += 1
     print(f"wrote {count} predictions to {args.out}", file=sys.stderr)
     return 0
+
+
+def strict_json(data: Any, **options: Any) -> str:
+    """JSON that any reader accepts: a metric that is not a number (NaN, e.g. an AUROC with
+    one class present) is written ``null``, not Python's non-standard ``NaN``."""
+    return json.dumps(_finite_or_null(data), allow_nan=False, **options)
+
+
+def _finite_or_null(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite_or_null(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite_or_null(value) for value in data]
+    return data
 
 
 def parse_sample_options(words: Sequence[str]) -> dict[str, str]:

@@ -9,6 +9,7 @@ checkpoint's config, loads its weights and fitted preprocessing, and returns a
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,15 @@ class Predictor:
     """
 
     def __init__(
-        self, model: MultimodalModel, task: Task, data: DataConfig, device: torch.device
+        self,
+        model: MultimodalModel,
+        task: Task,
+        data: DataConfig,
+        device: torch.device,
+        *,
+        source: str = "the model",
     ) -> None:
+        self.source = source
         self.model = model.to(device).eval()
         self.pipeline = Pipeline.from_model(model)
         self.task = task
@@ -81,10 +89,20 @@ class Predictor:
         results: list[dict[str, Any]] = []
         for start in range(0, len(loaded), batch_size):
             batch = self.pipeline.collate(loaded[start : start + batch_size]).to(self.device)
-            results += self._describe(self.model(batch).logits)
+            names = [f"sample {i}" for i in range(start, start + batch.size)]
+            results += self._describe(self.model(batch).logits, names)
         return results
 
-    def _describe(self, logits: torch.Tensor) -> list[dict[str, Any]]:
+    def _describe(self, logits: torch.Tensor, names: Sequence[str]) -> list[dict[str, Any]]:
+        """Each row's prediction; non-finite outputs are an error naming the rows."""
+        finite = torch.isfinite(logits.float()).flatten(1).all(dim=1).tolist()
+        if not all(finite):
+            bad = [name for name, ok in zip(names, finite, strict=True) if not ok]
+            raise MmplugError(
+                f"{self.source} gave non-finite outputs (nan or inf) for {', '.join(bad[:5])}"
+                f"{' and more' if len(bad) > 5 else ''}: its weights are damaged or its "
+                "training diverged; use another checkpoint, or train again"
+            )
         predictions = self.model.head.predict(logits.float()).cpu()
         return [self.task.describe(row) for row in predictions]
 
@@ -128,7 +146,9 @@ class Predictor:
             if loaded.batch is not None:
                 with torch.no_grad():  # not around the yield: the caller's code runs there
                     logits = self.model(loaded.batch.to(self.device)).logits
-                for index, output in zip(loaded.indices, self._describe(logits), strict=True):
+                names = [f"row {manifest.lines[i]} of {path}" for i in loaded.indices]
+                outputs = self._describe(logits, names)
+                for index, output in zip(loaded.indices, outputs, strict=True):
                     line = manifest.lines[index]
                     results[line] = {**kept(line), **output}
             yield from (results[line] for line in sorted(results))
@@ -143,7 +163,13 @@ class Predictor:
             manifest, self.pipeline, self.data, task=self.task, missing="absent"
         )
         loader = make_loader(dataset, batch_size=batch_size, train=False, num_workers=num_workers)
-        return evaluate_loader(self.model, loader, self.device, self.task, confusion=True)
+        result = evaluate_loader(self.model, loader, self.device, self.task, confusion=True)
+        if result.count and not math.isfinite(result.loss):
+            raise MmplugError(
+                f"{self.source} gave a non-finite loss ({result.loss}) on {path}: its weights "
+                "are damaged or its training diverged; use another checkpoint, or train again"
+            )
+        return result
 
     def predictions(
         self, path: str | Path, *, batch_size: int = 32, num_workers: int = 0
@@ -186,7 +212,9 @@ def load(
     if config.data is None:
         raise MmplugError(f"{run.path / CONFIG} has no data section")
     model = load_model(run.checkpoint(checkpoint), registry)
-    return Predictor(model, run.task(model.head), config.data, resolve_device(device, "device"))
+    device_ = resolve_device(device, "device")
+    where = f"{run.path} ({checkpoint}/)"
+    return Predictor(model, run.task(model.head), config.data, device_, source=where)
 
 
 def evaluate(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from mmplug.errors import MmplugError, MmplugWarning
+from mmplug.errors import ConfigError, MmplugError, MmplugWarning
 from mmplug.files import existing_dir, write_text
 from mmplug.plugins.registry import Registry
 
@@ -94,9 +94,29 @@ class RunDir:
         self.write_json(LABELS, task.to_json())
 
     def task(self, head: Head) -> Task:
-        """The label space the run was trained on, read by the head's task."""
-        data = json.loads((self.path / LABELS).read_text(encoding="utf-8"))
-        return head.task_class().from_json(data).with_outputs(head.output_dim)
+        """The label space the run was trained on, read by the head's task.
+
+        Raises:
+            MmplugError: ``labels.json`` is damaged, or disagrees with the head's size.
+        """
+        path = self.path / LABELS
+        data = read_json(path)
+        task_class = head.task_class()
+        if not isinstance(data, dict) or data.get("task", task_class.name) != task_class.name:
+            raise MmplugError(
+                f"{path} is damaged: it does not describe a {task_class.name} task as the "
+                "model's head does; train again (or restore the file from a backup)"
+            )
+        try:
+            task = task_class.from_json(data)
+            return task.with_outputs(head.output_dim)
+        except (ConfigError, TypeError, ValueError, KeyError) as exc:
+            reason = exc.issues[-1].message if isinstance(exc, ConfigError) else str(exc)
+            raise MmplugError(
+                f"{path} does not fit the model's head ({head.output_dim} outputs): "
+                f"{reason[:300]}; it or the checkpoint is damaged: train again (or restore "
+                "the file from a backup)"
+            ) from None
 
     def write_plugins(self, distributions: dict[str, str]) -> None:
         import platform
@@ -119,7 +139,10 @@ class RunDir:
         path = self.path / PLUGINS
         if not path.is_file():
             return
-        used: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))["distributions"]
+        data = read_json(path)
+        used = data.get("distributions") if isinstance(data, dict) else None
+        if not isinstance(used, dict) or not all(isinstance(v, str) for v in used.values()):
+            raise MmplugError(f"{path} is damaged (no distributions and versions); {REWRITE}")
         installed = {spec.distribution: spec.version for spec in registry.components()}
         missing = sorted(dist for dist in used if dist not in installed)
         if missing:
@@ -145,10 +168,46 @@ class RunDir:
         path = self.path / METRICS
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = []
+        for number, line in enumerate(_text(path).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError as exc:
+                raise MmplugError(
+                    f"{path}, line {number}, is damaged ({exc}); --resume rewrites it from "
+                    "last/'s copy of the history"
+                ) from None
+            if not isinstance(data, dict) or not isinstance(data.get("epoch"), int):
+                raise MmplugError(f"{path}, line {number}, is damaged (no epoch)")
+            lines.append(data)
+        return lines
 
     def write_json(self, name: str, data: Any) -> None:
         write_text(self.path / name, json.dumps(data, indent=2) + "\n")
 
     def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
         write_text(self.path / name, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+#: What to do about a damaged file that ``mmplug train --resume`` writes again.
+REWRITE = "'mmplug train --resume' on the run writes it again"
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise MmplugError(f"{path} is damaged (not UTF-8 text at byte {exc.start})") from None
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file a run wrote, or a one-line :class:`MmplugError` naming it when it is
+    missing or damaged (truncated, not JSON, not UTF-8)."""
+    if not path.is_file():
+        raise MmplugError(f"{path} is missing")
+    try:
+        return json.loads(_text(path))
+    except ValueError as exc:
+        raise MmplugError(f"{path} is damaged (not valid JSON: {exc})") from None

@@ -26,7 +26,7 @@ from torch import nn
 
 from mmplug.data.pipeline import ManifestDataset, Skipped, make_loader, raise_fatal
 from mmplug.errors import MmplugError
-from mmplug.model.checkpoint import WEIGHTS_FILE, save_model
+from mmplug.model.checkpoint import WEIGHTS_FILE, save_model, verify_saved
 from mmplug.model.devices import autocast
 from mmplug.model.multimodal import ModelOutput, MultimodalModel
 from mmplug.model.sections import DataConfig, TrainConfig
@@ -34,6 +34,7 @@ from mmplug.model.tasks import Task
 from mmplug.runs.evaluation import Evaluation, evaluate_loader
 from mmplug.runs.rundir import (
     BEST,
+    LABELS,
     LAST,
     METRICS,
     OPTIMIZER_STATE,
@@ -42,6 +43,7 @@ from mmplug.runs.rundir import (
     SKIPPED,
     TRAINER_STATE,
     RunDir,
+    read_json,
 )
 from mmplug.training.balance import FUSED, loss_weights, modulation, scale_gradients
 from mmplug.training.diagnostics import Watch
@@ -144,7 +146,7 @@ class Trainer:
 
     def restore(self, folder: Path) -> None:
         """Continue from a ``last/`` checkpoint (the model's weights are already loaded)."""
-        meta = json.loads((folder / TRAINER_STATE).read_text())
+        meta = read_json(folder / TRAINER_STATE)
         state = self.state = TrainerState(**meta["state"])
         fresh = [(g["initial_lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
         load_optimizer(self.optimizer, folder, OPTIMIZER_STATE, meta["optimizer"])
@@ -161,7 +163,13 @@ class Trainer:
             self.scaler.load_state_dict(meta["scaler"])
         patience = self.settings.patience
         state.stopped_early = patience is not None and state.bad_epochs >= patience
-        self.history = [line for line in self.run.metrics() if line["epoch"] <= state.epoch]
+        # the checkpoint's own history (checksummed with it); runs saved before it kept one
+        # rebuild it from metrics.jsonl, which is rewritten from it either way
+        history = meta.get("history")
+        if history is None:
+            history = [line for line in self.run.metrics() if line["epoch"] <= state.epoch]
+        self.history = history
+        self.run.write_jsonl(METRICS, self.history)
         for row in state.skipped:
             self._skipped[(row["manifest"], row["row"])] = Skipped(**row)
         self._repair_best()
@@ -174,8 +182,10 @@ class Trainer:
         if state.best_epoch != state.epoch:
             return
         try:
-            saved = json.loads((self.run.checkpoint(BEST) / TRAINER_STATE).read_text())
-        except (MmplugError, FileNotFoundError):
+            best = self.run.checkpoint(BEST)
+            verify_saved(best)
+            saved = read_json(best / TRAINER_STATE)
+        except MmplugError:  # missing or damaged: rebuilt from last/
             saved = {}
         if saved.get("state", {}).get("epoch") != state.epoch:
             self._save(BEST, optimizer=False)
@@ -184,7 +194,11 @@ class Trainer:
         self.state.skipped = [s.to_json() for s in self._skipped.values()]
 
         def extra(folder: Path) -> None:
-            meta: dict[str, Any] = {"state": self.state.__dict__, "metrics": self.history[-1]}
+            meta: dict[str, Any] = {
+                "state": self.state.__dict__,
+                "metrics": self.history[-1],
+                "history": self.history,
+            }
             if optimizer:
                 meta["optimizer"] = save_optimizer(self.optimizer, folder, OPTIMIZER_STATE)
                 meta["scheduler"] = jsonable(self.scheduler.state_dict())
@@ -196,7 +210,13 @@ class Trainer:
         # best/ is only ever saved from the weights last/ holds (right after it, or when a
         # resumed run repairs it): link them rather than write the same bytes twice.
         same = self.run.path / LAST / WEIGHTS_FILE if name == BEST else None
-        save_model(self.model, self.run.path / name, extra=extra, weights_from=same)
+        save_model(
+            self.model,
+            self.run.path / name,
+            extra=extra,
+            weights_from=same,
+            depends_on=[self.run.path / LABELS],
+        )
 
     # -- training ------------------------------------------------------------------------
 
@@ -242,6 +262,7 @@ class Trainer:
                     blanked = self._evaluate("val", epoch, blank=key)
                     line.update(blanked.flat(f"val_without_{key}"))
         line["seconds"] = round(time.perf_counter() - started, 2)
+        self._check_finite(line, epoch)
         self.history.append(line)
         self.run.write_jsonl(METRICS, self.history)
         value = float(line[self.monitor])
@@ -271,6 +292,21 @@ class Trainer:
         if state.stopped_early:
             self.reporter.log(
                 f"stopping early: {self.monitor} has not improved for {patience} epochs"
+            )
+
+    def _check_finite(self, line: dict[str, Any], epoch: int) -> None:
+        """Stop before an epoch whose losses, monitored metric or weights are not finite is
+        saved: a NaN must never become ``best/`` (nor ``last/``, which resuming continues)."""
+        names = dict.fromkeys(("train_loss", "val_loss", self.monitor))
+        bad = [f"{n} {line[n]}" for n in names if n in line and not math.isfinite(line[n])]
+        if not bad and not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            bad = ["the weights"]
+        if bad:
+            kept = f"epoch {epoch - 1}" if epoch > 1 else "nothing yet"
+            raise MmplugError(
+                f"{' and '.join(bad)}: training diverged at epoch {epoch} (not finite); "
+                f"nothing of this epoch was saved (last/ and best/ hold {kept}); try a lower "
+                "train.lr, train.grad_clip, or precision fp32"
             )
 
     def _encoder_lrs(self) -> dict[str, float]:
@@ -429,7 +465,9 @@ class Trainer:
             "stopped_early": state.stopped_early,
         }
         if "test" in self.datasets and state.best_epoch is not None:
-            load_weights(self.model, str(self.run.checkpoint(BEST) / WEIGHTS_FILE), strict=False)
+            folder = self.run.checkpoint(BEST)
+            verify_saved(folder)
+            load_weights(self.model, str(folder / WEIGHTS_FILE), strict=False)
             test = self._evaluate("test", 0, confusion=True)
             results["test"] = {"loss": test.loss, **test.metrics, "count": test.count}
             if test.confusion is not None:

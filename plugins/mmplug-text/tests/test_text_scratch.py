@@ -160,6 +160,22 @@ def test_a_trained_vocabulary_round_trips_through_save_and_load(
     )
 
 
+@pytest.mark.parametrize("checksums", [True, False], ids=["checked", "unchecked"])
+def test_a_damaged_trained_tokenizer_is_named(
+    text_host: PluginHost, tmp_path: Path, checksums: bool
+) -> None:
+    model = mmplug.build_model(CONFIG, registry=text_host.registry)
+    model.fit_encoders([{"text": text} for text in TRAIN])
+    saved = mmplug.save_model(model, tmp_path / "run")
+    tokenizer = saved / "fitted" / "text" / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text()[:100])  # truncated
+    if not checksums:  # a save written before checksums: the tokenizer's reader finds it
+        (saved / "checksums.json").unlink()
+    expected = r"tokenizer\.json is damaged" if checksums else r"fitted/text could not be read"
+    with pytest.raises(mmplug.MmplugError, match=expected):
+        mmplug.load_model(saved, registry=text_host.registry)
+
+
 def test_a_checkpoints_own_tokenizer_is_not_saved(
     text_host: PluginHost, tiny_bert: Path, tmp_path: Path
 ) -> None:
