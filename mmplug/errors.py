@@ -7,8 +7,10 @@ clear message and exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mmplug.kinds import PLURAL
 
@@ -97,3 +99,41 @@ class DataError(MmplugError, ValueError):
 
 class MmplugWarning(UserWarning):
     """Something works but may not do what the user expects (e.g. a plugin version changed)."""
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 3, 80, 80, 40
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
+    return short
+
+
+_SHORT = _short_repr()
+
+
+def brief(value: Any) -> str:
+    """``repr(value)`` bounded in length and depth, for messages: a value from a config or a
+    manifest may be huge (an alias bomb, a 5,000-digit number) or deeply nested."""
+    try:
+        return _SHORT.repr(value)
+    except ValueError:  # an int too long to print (Python refuses past 4,300 digits)
+        if isinstance(value, int):
+            return f"<an integer of {value.bit_length():,} bits>"
+        return f"<a {type(value).__name__} too large to print>"
+
+
+def bounded(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def parse_problem(exc: ValueError) -> str:
+    """What a parser's ``ValueError`` means, in words for the user: Python's refusal of an
+    integer of more than 4,300 digits advises ``sys.set_int_max_str_digits``, which is no
+    advice for a config or a manifest."""
+    text = str(exc)
+    if "integer string conversion" in text:
+        return "a number has more than 4,300 digits"
+    return bounded(text)

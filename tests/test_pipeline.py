@@ -226,7 +226,9 @@ def test_a_value_a_preprocessor_refuses_is_named_by_its_manifest_row(
 ) -> None:
     [batch] = make_loader(_picky_dataset(pipeline, tmp_path), batch_size=4, train=False)
     assert [s.row for s in batch.skipped] == [2, 4] and all(s.fatal for s in batch.skipped)
-    assert batch.skipped[0].error.endswith("picky.jsonl row 2: picky: value 0 of the batch is bad")
+    assert batch.skipped[0].error.endswith(
+        "picky.jsonl row 2: key 'word': picky: value 0 of the batch is bad"
+    )
     skipping = _picky_dataset(pipeline, tmp_path, on_error="skip")
     [batch] = make_loader(skipping, batch_size=4, train=False)
     assert batch.indices == [0, 2] and batch.batch is not None and batch.batch.size == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -368,3 +369,247 @@ def test_command_line_json_is_strict_json() -> None:
         "auroc": None,
         "rows": [None, 1],
     }
+
+
+# -- valid JSON that is not valid text; plugins that raise anything -----------------------
+
+
+def poisoned_data(root: Path, word: str) -> dict[str, str]:
+    """The toy data with ``word`` in training row 3 (line 4) and test row 1 (line 2)."""
+    from training_helpers import toy_rows, write_rows
+
+    data = toy_data(root)
+    for split, index in (("train", 3), ("test", 1)):
+        rows = [json.loads(line) for line in Path(data[split]).read_text().splitlines()]
+        rows[index]["word"] = word
+        write_rows(Path(data[split]), rows)
+    assert toy_rows  # the rows' shape is the helpers'
+    return data
+
+
+@pytest.fixture
+def strict_word_loader(toy_plugin: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third-party loader that refuses a value with a ValueError, not a DataError."""
+    original = toy_plugin.WordModality.load
+
+    def load(self: object, value: object, **kwargs: object) -> object:
+        if value == "poison":
+            raise ValueError("poison is not a word")
+        return original(self, value, **kwargs)
+
+    monkeypatch.setattr(toy_plugin.WordModality, "load", load)
+
+
+@pytest.mark.parametrize(
+    ("word", "named"),
+    [
+        ("\ud800", r"CharBagEncoder\.preprocess \(toy_plugin\) raised UnicodeEncodeError"),
+        ("poison", r"WordModality\.load \(toy_plugin\) raised ValueError: poison is not a word"),
+    ],
+    ids=["lone-surrogate-in-preprocess", "loader-raises-valueerror"],
+)
+@pytest.mark.usefixtures("strict_word_loader")
+def test_anything_a_plugin_raises_for_a_row_is_that_rows_data_error(
+    tmp_path: Path, toy_host: PluginHost, word: str, named: str
+) -> None:
+    data = poisoned_data(tmp_path / "data", word)
+    with pytest.raises(MmplugError, match=rf"train\.jsonl row 4.*{named}"):
+        train(toy_config(data), toy_host, out=tmp_path / "strict")
+
+    run = train(toy_config(data | {"on_error": "skip"}), toy_host, out=tmp_path / "skip")
+    skipped = [json.loads(line) for line in (run / "skipped.jsonl").read_text().splitlines()]
+    assert [(Path(row["manifest"]).name, row["row"]) for row in skipped] == [
+        ("test.jsonl", 2),
+        ("train.jsonl", 4),
+    ]
+    assert all(re.search(named, row["error"]) for row in skipped)
+    results = json.loads((run / "results.json").read_text())
+    assert results["skipped"] == 2 and results["test"]["count"] == 23
+
+
+# -- bounded cost on hostile configs ------------------------------------------------------
+
+BILLION_LAUGHS = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
+model:
+  encoders: {stats: {name: mlp, input_size: *i}}
+  fusion: {name: *i}
+  head: *i
+"""
+
+TOO_MANY_DIGITS = r"a number has more than 4,300 digits"
+HOSTILE_CONFIGS = {
+    "billion-laughs.yaml": (BILLION_LAUGHS, r"once its YAML aliases are expanded"),
+    "recursive.yaml": ("a: &a [*a]\nmodel: *a\n", r"(refers to itself|invalid YAML)"),
+    "duplicate.yaml": (
+        "model: {}\ntrain: {lr: 0.1}\ntrain: {lr: 10}\n",
+        r"key 'train' is given twice \(line 3",
+    ),
+    "duplicate.json": ('{"model": {}, "model": {}}', r"key 'model' is given twice"),
+    "deep.json": ("[" * 100_000 + "]" * 100_000, r"nested too deeply"),
+    "digits.yaml": ("train: {seed: " + "9" * 5000 + "}\n", TOO_MANY_DIGITS),
+    "digits.json": ('{"train": {"seed": ' + "9" * 5000 + "}}", TOO_MANY_DIGITS),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_CONFIGS))
+def test_mmplug_validate_refuses_a_hostile_config_in_one_line(tmp_path: Path, name: str) -> None:
+    text, expected = HOSTILE_CONFIGS[name]
+    (tmp_path / name).write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "mmplug", "validate", name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,  # an unbounded expansion would not end in time (or at all)
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert errors and re.search(expected, done.stderr), done.stderr[-2000:]
+    assert len(done.stderr) < 5_000
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.seed=" + "1" * 31, r"train\.seed: .*less than 9223372036854775808"),
+        ("train.seed=-1", r"train\.seed: .*greater than or equal to 0"),
+        ("train.warmup=.inf", r"train\.warmup: .*finite"),
+        ("train.lr=.nan", r"train\.lr: .*finite"),
+        ("train.device=meta", r"train\.device: can't use device 'meta': mmplug runs models on"),
+        ("model.head.num_classes=" + "9" * 15, r"model\.head.*(failed to build|memory)"),
+    ],
+    ids=["huge-seed", "negative-seed", "inf-warmup", "nan-lr", "meta-device", "huge-head"],
+)
+def test_impossible_settings_are_one_line_errors(
+    data: dict[str, str], toy_host: PluginHost, tmp_path: Path, override: str, expected: str
+) -> None:
+    with pytest.raises(MmplugError, match=expected) as info:
+        mmplug.train(
+            toy_config(data),
+            [override],
+            registry=toy_host.registry,
+            reporter=QUIET,
+            out=tmp_path / "run",
+        )
+    assert len(str(info.value)) < 2_000
+    assert not (tmp_path / "run").exists()
+
+
+def test_messages_bound_what_they_quote() -> None:
+    from mmplug.errors import bounded, brief
+
+    nested: list[object] = []
+    for _ in range(1000):
+        nested = [nested, "x" * 1000]
+    assert len(brief(nested)) < 400
+    assert len(brief(10**5000)) < 60 and "bits" in brief(10**5000)
+    assert bounded("y" * 10_000).endswith("(10,000 characters)")
+
+
+# -- manifests that are valid JSON or CSV but not valid rows ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "expected"),
+    [
+        (
+            '{"stats": [1, 0, 0, 1], "label": "ant", "label": "bee"}\n',
+            "jsonl",
+            r"line 1: key 'label' is given twice",
+        ),
+        (
+            '{"stats": ' + "[" * 50_000 + "]" * 50_000 + ', "label": "ant"}\n',
+            "jsonl",
+            r"line 1: JSON nested too deeply",
+        ),
+        (
+            '{"stats": [1, 0, 0, 1], "label": ' + "7" * 5000 + "}\n",
+            "jsonl",
+            r"line 1: a number has more than 4,300 digits",
+        ),
+        (
+            "stats,label,label\n1;0;0;1,ant,bee\n",
+            "csv",
+            r"line 1: the header names column 'label' more than once",
+        ),
+        ('{"stats": [1, 0, 0, 1], "label": Infinity}\n', "jsonl", r"row 1.*no class is inf"),
+    ],
+    ids=["duplicate-json-key", "deep-json", "digits", "duplicate-csv-header", "inf-label"],
+)
+def test_a_manifest_that_is_not_valid_rows_is_named(
+    tmp_path: Path, toy_host: PluginHost, content: str, suffix: str, expected: str
+) -> None:
+    path = tmp_path / f"train.{suffix}"
+    path.write_text(content)
+    with pytest.raises(MmplugError, match=expected) as info:
+        train(toy_config({"train": str(path)}), toy_host, out=tmp_path / "run")
+    assert str(path) in str(info.value) and len(str(info.value)) < 2_000
+
+
+# -- data that is valid but useless -------------------------------------------------------
+
+
+def test_a_column_empty_in_every_row_is_a_warning_naming_key_and_column(
+    tmp_path: Path, toy_host: PluginHost
+) -> None:
+    import io
+
+    from training_helpers import write_rows
+
+    data = toy_data(tmp_path / "data")
+    rows = [json.loads(line) for line in Path(data["val"]).read_text().splitlines()]
+    write_rows(Path(data["val"]), [{**row, "word": None} for row in rows])
+    log = io.StringIO()
+    mmplug.train(
+        toy_config(data),
+        registry=toy_host.registry,
+        out=tmp_path / "run",
+        reporter=Reporter(stream=log, bars=False),
+    )
+    warned = [line for line in log.getvalue().splitlines() if "empty in every row" in line]
+    assert len(warned) == 1, log.getvalue()
+    assert "val.jsonl column 'word' (key 'word')" in warned[0]
+
+
+# -- disk full -----------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_checkpointing_names_the_file_and_keeps_the_last_checkpoint(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import safetensors.torch
+
+    real = safetensors.torch.save_model
+    calls = []
+
+    def fill_the_disk(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        if len(calls) == 2:  # epoch 2's last/
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_model", fill_the_disk)
+    run = tmp_path / "run"
+    with pytest.raises(
+        MmplugError,
+        match=r"could not write .*run/last: No space left on device; "
+        r"its previous version, if it had one, is intact",
+    ):
+        train(toy_config(data, epochs=3), toy_host, out=run)
+    assert json.loads((run / "last" / "trainer.json").read_text())["state"]["epoch"] == 1
+    assert not [p for p in run.iterdir() if p.name.startswith(".last.")]  # no half-written copy
+    monkeypatch.undo()
+    train(None, toy_host, resume=run)  # space freed: the run continues from epoch 1
+    assert json.loads((run / "results.json").read_text())["epochs"] == 3

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mmplug.errors import DataError
+from mmplug.errors import DataError, brief, parse_problem
+from mmplug.model.config import unique_keys
 from mmplug.model.sections import DataConfig
 from mmplug.model.tasks import Task, is_missing
 
@@ -121,11 +122,15 @@ def _read_jsonl(path: Path) -> Manifest:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as exc:
                 raise DataError(
                     f"{path} line {number}: invalid JSON at column {exc.colno}: {exc.msg}"
                 ) from None
+            except RecursionError:
+                raise DataError(f"{path} line {number}: JSON nested too deeply") from None
+            except ValueError as exc:  # a key given twice; an integer of 4,300+ digits
+                raise DataError(f"{path} line {number}: {parse_problem(exc)}") from None
             if not isinstance(row, dict):
                 raise DataError(
                     f"{path} line {number}: expected a JSON object, got {type(row).__name__}"
@@ -141,6 +146,13 @@ def _read_csv(path: Path, delimiter: str) -> Manifest:
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter, restkey="\0extra")
         try:
+            header = reader.fieldnames or []
+            twice = sorted({name for name in header if header.count(name) > 1})
+            if twice:
+                raise DataError(
+                    f"{path} line 1: the header names column {', '.join(map(brief, twice))} "
+                    "more than once; a row's value would be taken from one of them silently"
+                )
             for row in reader:
                 if "\0extra" in row:
                     raise DataError(

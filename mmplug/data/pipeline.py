@@ -16,7 +16,8 @@ can count and list it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mmplug.data.manifest import Manifest, MissingColumns, columns_in
-from mmplug.errors import DataError
-from mmplug.model.interfaces import Modality, Preprocessor
+from mmplug.errors import DataError, bounded
+from mmplug.model.interfaces import EncoderPreprocessor, Modality, Preprocessor
 from mmplug.model.multimodal import Batch
 from mmplug.model.sections import DataConfig
 from mmplug.model.tasks import Task
@@ -92,11 +93,9 @@ class Pipeline:
             value = values.get(key)
             if value is None:
                 continue
-            try:
+            named = where(key) if where is not None else f"key {key!r}"
+            with _as_data_error(named, self.modalities[key], "load"):
                 loaded[key] = self.modalities[key].load(value, root=root)
-            except DataError as exc:
-                named = where(key) if where is not None else f"key {key!r}"
-                raise DataError(f"{named}: {exc}") from exc
         return loaded
 
     def collate(self, samples: Sequence[Mapping[str, Any]], *, train: bool = False) -> Batch:
@@ -117,7 +116,18 @@ class Pipeline:
             mask = [sample.get(key) is not None for sample in samples]
             present[key] = torch.tensor(mask, dtype=torch.bool)
             raws = [sample[key] for sample, has in zip(samples, mask, strict=True) if has]
-            inputs[key] = self.preprocessors[key](raws, train=train) if raws else {}
+            if raws:
+                preprocessor = self.preprocessors[key]
+                # the default preprocessor is the encoder's own preprocess: name the encoder
+                owner = (
+                    preprocessor.encoder
+                    if isinstance(preprocessor, EncoderPreprocessor)
+                    else preprocessor
+                )
+                with _as_data_error(f"key {key!r}", owner, "preprocess"):
+                    inputs[key] = preprocessor(raws, train=train)
+            else:
+                inputs[key] = {}
         return Batch(size=len(samples), inputs=inputs, present=present)
 
     def check_keys(self, sample: Mapping[str, Any], what: str) -> None:
@@ -128,6 +138,25 @@ class Pipeline:
                 f"{what} has {', '.join(map(repr, unknown))}, which the model has no encoder for "
                 f"(its keys: {', '.join(self.keys)})"
             )
+
+
+@contextlib.contextmanager
+def _as_data_error(named: str, component: object, method: str) -> Iterator[None]:
+    """Whatever a plugin's ``load`` or preprocessing raises for a value is that value's
+    :class:`DataError` (so ``on_error: skip`` applies to it), naming the value and the
+    component's class and module (which says whose plugin it is)."""
+    try:
+        yield
+    except DataError as exc:
+        raise DataError(f"{named}: {exc}") from exc
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:
+        kind = type(component)
+        raise DataError(
+            f"{named}: {kind.__qualname__}.{method} ({kind.__module__}) raised "
+            f"{type(exc).__name__}: {bounded(str(exc))}"
+        ) from exc
 
 
 # -- manifests as datasets --------------------------------------------------------------------
@@ -253,6 +282,17 @@ class ManifestDataset(Dataset[Example | Skipped]):
         )
         dataset.absent = absent
         return dataset
+
+    def empty_columns(self) -> dict[str, str]:
+        """Key -> column for the columns the manifest has but that hold no value in any row
+        (a CSV column left blank, the wrong column named): the key is absent everywhere."""
+        return {
+            key: column
+            for key, column in self.columns.items()
+            if column not in self.absent
+            and self.manifest.rows
+            and all(row.get(column) is None for row in self.manifest.rows)
+        }
 
     def __len__(self) -> int:
         return len(self.manifest.rows)

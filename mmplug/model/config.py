@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mmplug.errors import ConfigError, ConfigIssue
+from mmplug.errors import ConfigError, ConfigIssue, brief, parse_problem
 from mmplug.model.keys import ModalityKey
 from mmplug.model.sections import DataConfig, TrainConfig
 
@@ -96,15 +96,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"can't read config file {path}: {exc}") from exc
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=unique_keys)
         else:
-            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            data = yaml.load(text, Loader=UniqueKeyLoader)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", source=str(path)
         ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML{_yaml_where(exc)}", source=str(path)) from exc
+    except RecursionError:
+        raise ConfigError("nested too deeply to read", source=str(path)) from None
+    except ValueError as exc:  # a duplicate key; an integer of more than 4,300 digits
+        raise ConfigError(parse_problem(exc), source=str(path)) from None
+    check_size(data, source=str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -112,6 +117,73 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             f"the top level must be a mapping, not {type(data).__name__}", source=str(path)
         )
     return data
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's ``object_pairs_hook``: a key given twice is an error, not the last
+    one silently winning."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"key {brief(key)} is given twice")
+        result[key] = value
+    return result
+
+
+class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML's safe loader (no tags that run code), refusing a mapping key given twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                mark = key_node.start_mark
+                raise ValueError(
+                    f"key {brief(key)} is given twice (line {mark.line + 1}, column "
+                    f"{mark.column + 1})"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+#: The most values a config may hold once YAML's aliases are expanded.
+MAX_CONFIG_VALUES = 100_000
+
+
+def check_size(data: Any, *, source: str | None = None) -> None:
+    """Refuse a config that is huge once its aliases (``&a`` / ``*a``) are expanded, or
+    that refers to itself: validating or printing it would take unbounded time and memory
+    (a 1.5 KB "billion laughs" file expands to 10^9 values). Counted without expanding
+    anything: each shared value's size is counted once and reused."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(value: Any) -> int:
+        if not isinstance(value, dict | list):
+            return 1
+        key = id(value)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError("it refers to itself (a recursive YAML alias)", source=source)
+        active.add(key)
+        children = value.values() if isinstance(value, dict) else value
+        total = 1 + sum(size(child) for child in children)
+        active.discard(key)
+        sizes[key] = total
+        if total > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"it holds {total:,}+ values once its YAML aliases are expanded (at most "
+                f"{MAX_CONFIG_VALUES:,}); a config this large is refused unread",
+                source=source,
+            )
+        return total
+
+    try:
+        size(data)
+    except RecursionError:
+        raise ConfigError("nested too deeply to read", source=source) from None
 
 
 def read_saved_config(path: str | Path) -> dict[str, Any]:
@@ -243,14 +315,14 @@ def issues_from(exc: ValidationError, prefix: str = "") -> list[ConfigIssue]:
             message = "unknown field"
         elif kind in ("model_type", "dict_type"):
             value = error.get("input")
-            message = f"expected a mapping such as {{name: ...}}, got {value!r}"
+            message = f"expected a mapping such as {{name: ...}}, got {brief(value)}"
         elif kind == "value_error":
             message = str(error["ctx"]["error"])  # our own message, without "Value error, "
         else:
             message = error["msg"]
             value = error.get("input")
             if isinstance(value, str | int | float | bool) or value is None:
-                message += f" (got {value!r})"
+                message += f" (got {brief(value)})"
         issues.append(ConfigIssue(path, message))
     return issues
 

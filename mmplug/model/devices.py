@@ -9,6 +9,9 @@ import torch
 
 from mmplug.errors import ConfigError, ConfigIssue
 
+#: Device types a model can train and predict on.
+USABLE = ("cpu", "cuda", "mps", "xpu")
+
 
 def resolve_device(name: str, setting: str = "train.device") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else must be usable here.
@@ -24,6 +27,8 @@ def resolve_device(name: str, setting: str = "train.device") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
+        if device.type not in USABLE:  # meta holds no data; others run nothing of ours
+            raise RuntimeError(f"mmplug runs models on {', '.join(USABLE)}")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available on this machine")
         torch.empty(0, device=device)  # an index or a backend this machine doesn't have

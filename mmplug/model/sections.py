@@ -81,7 +81,7 @@ class DataConfig(BaseModel):
 class TrainConfig(BaseModel):
     """The ``train`` section: optimizer, schedule, precision, stopping."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no lr: .inf
 
     epochs: PositiveInt = Field(default=10, description="Passes over the training manifest.")
     max_steps: PositiveInt | None = Field(
@@ -138,7 +138,7 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(
         default=1.0, gt=0, description="Clip the gradients' global norm; null: no clipping."
     )
-    seed: int = Field(default=0, description="Same seed and data: same metrics.")
+    seed: int = Field(default=0, ge=0, lt=2**63, description="Same seed and data: same metrics.")
     device: str = Field(
         default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ..."
     )

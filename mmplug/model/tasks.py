@@ -368,6 +368,9 @@ def class_name(value: Any) -> str:
     """A classification cell as a class name: ``3``, ``"3"`` and ``3.0`` all name class ``3``."""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN is a missing label; infinity names no class
+        raise DataError("the label is missing" if math.isnan(value) else f"no class is {value}")
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, str | int | float):

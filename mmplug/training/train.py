@@ -146,6 +146,11 @@ def _train_locked(
             reporter.log(
                 f"note: {dataset.manifest.path} has no column {column!r}; absent in every row"
             )
+        for key, column in dataset.empty_columns().items():
+            reporter.log(
+                f"warning: {dataset.manifest.path} column {column!r} (key {key!r}) is empty "
+                f"in every row: the model sees no {key} there. Is it the right column?"
+            )
     if new_run is not None:
         new_run.mkdir(parents=True, exist_ok=True)
         run = RunDir(new_run)

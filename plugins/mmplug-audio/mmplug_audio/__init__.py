@@ -25,6 +25,7 @@ MMPLUG_API_VERSION = 1  # the mmplug plugin API this package is written for
 __all__ = [
     "HUBERT_BUNDLES",
     "WAV2VEC2_BUNDLES",
+    "AudioModalityParams",
     "HuBERTParams",
     "MelCNNParams",
     "Wav2Vec2Params",
@@ -73,6 +74,25 @@ _BUNDLE_NAME = re.compile(r"^[A-Z0-9_]+$")
 def is_bundle_name(weights: str) -> bool:
     """Whether ``weights`` names a ``torchaudio.pipelines`` bundle rather than a file."""
     return bool(_BUNDLE_NAME.match(weights))
+
+
+#: The longest clip read from a file, in seconds, by default (ten minutes).
+DEFAULT_MAX_SECONDS = 600.0
+
+
+class AudioModalityParams(Params):
+    """Parameters of the ``audio`` modality."""
+
+    max_seconds: float = Field(
+        default=DEFAULT_MAX_SECONDS,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Files longer than this are refused from their header, before any sample is "
+            "decoded: an hour of 48 kHz audio in a manifest of short clips would otherwise "
+            "fill memory."
+        ),
+    )
 
 
 class MelCNNParams(Params):
@@ -227,6 +247,7 @@ def register_modalities(register: RegisterFn) -> None:
         "audio",
         "mmplug_audio.modality:AudioModality",
         summary="Audio clips: WAV/FLAC/OGG paths or (array, sample_rate) pairs",
+        params=AudioModalityParams,
     )
 
 

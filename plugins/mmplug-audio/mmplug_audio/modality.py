@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from mmplug import DataError, Modality
+from mmplug_audio import DEFAULT_MAX_SECONDS
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class AudioModality(Modality):
 
     name = "audio"
 
+    def __init__(self, max_seconds: float = DEFAULT_MAX_SECONDS):
+        if not max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+        self.max_seconds = max_seconds
+
     def load(self, value: Any, *, root: str | Path | None = None) -> Waveform:
         """Load one clip.
 
@@ -67,7 +73,7 @@ class AudioModality(Modality):
         if isinstance(value, Waveform):
             return value
         if isinstance(value, str | Path):
-            return read_file(self.resolve_path(value, root))
+            return read_file(self.resolve_path(value, root), max_seconds=self.max_seconds)
         if isinstance(value, tuple | list) and len(value) == 2:
             return from_array(value[0], value[1], what="audio value")
         raise DataError(
@@ -76,9 +82,23 @@ class AudioModality(Modality):
         )
 
 
-def read_file(path: Path) -> Waveform:
-    """Decode a file with ``soundfile``; every failure is a :class:`DataError` naming ``path``."""
+def read_file(path: Path, *, max_seconds: float = DEFAULT_MAX_SECONDS) -> Waveform:
+    """Decode a file with ``soundfile``; every failure is a :class:`DataError` naming ``path``:
+    a file longer than ``max_seconds`` (known from its header, before decoding) or holding
+    fewer frames than its header promises (truncated) too."""
     try:
+        info = soundfile.info(str(path))
+        if info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
+            raise DataError(
+                f"audio: {str(path)!r} is {info.frames / info.samplerate:,.1f} s long, over "
+                f"the limit of {max_seconds:g} s (max_seconds); refused before decoding"
+            )
+        short = _short_wav_data(path)
+        if short is not None:
+            raise DataError(
+                f"audio: {str(path)!r} is truncated: its header promises {short[0]:,} bytes "
+                f"of samples, the file holds {short[1]:,}"
+            )
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (soundfile.SoundFileError, RuntimeError, OSError) as exc:
         # LibsndfileError (a SoundFileError, and RuntimeError before soundfile 0.13) for
@@ -90,6 +110,28 @@ def read_file(path: Path) -> Waveform:
         raise DataError(f"audio: can't decode {str(path)!r}: {reason}") from exc
     # soundfile gives [time, channels]; Waveform is [channels, time] like torchaudio.
     return _checked(torch.from_numpy(np.ascontiguousarray(data.T)), rate, what=str(path))
+
+
+def _short_wav_data(path: Path) -> tuple[int, int] | None:
+    """(promised, present) bytes of a WAV file's ``data`` chunk when the file ends before it
+    does; None for a whole file or another format. libsndfile reads such a file without a
+    word, as if the missing samples had never been promised."""
+    with path.open("rb") as handle:
+        if handle.read(12)[8:12] != b"WAVE":
+            return None
+        size = path.stat().st_size
+        while True:
+            header = handle.read(8)
+            if len(header) < 8:
+                return None
+            chunk, length = header[:4], int.from_bytes(header[4:], "little")
+            if chunk == b"data":
+                present = size - handle.tell()
+                # 0 and 0xFFFFFFFF: a streamed file whose writer never filled in the size
+                if length not in (0, 0xFFFFFFFF) and present < length:
+                    return length, present
+                return None
+            handle.seek(length + length % 2, 1)  # chunks are padded to an even size
 
 
 def from_array(array: Any, sample_rate: Any, *, what: str) -> Waveform:

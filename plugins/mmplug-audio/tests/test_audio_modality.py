@@ -94,6 +94,32 @@ def test_audio_file_without_samples_is_an_error_naming_it(modality, tmp_path: Pa
         modality.load(path)
 
 
+def test_a_truncated_wav_is_an_error_naming_it(modality, tmp_path: Path) -> None:
+    path = tmp_path / "cut.wav"
+    soundfile.write(path, np.zeros(16000, dtype=np.float32), 16000, subtype="PCM_16")
+    whole = path.read_bytes()
+    assert modality.load(path).num_frames == 16000
+    path.write_bytes(whole[: len(whole) // 2])  # libsndfile alone would read 7,989 frames
+    with pytest.raises(DataError, match=r"cut\.wav' is truncated: .*promises 32,000 bytes"):
+        modality.load(path)
+
+
+@pytest.mark.parametrize("suffix", ["wav", "flac"])
+def test_a_clip_over_max_seconds_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    path = tmp_path / f"long.{suffix}"
+    soundfile.write(path, np.zeros(8000 * 3, dtype=np.float32), 8000)  # 3 s
+    assert AudioModality(max_seconds=3).load(path).seconds == 3
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("samples were decoded")
+
+    monkeypatch.setattr(soundfile, "read", no_decoding)
+    with pytest.raises(DataError, match=rf"long\.{suffix}' is 3.0 s long, over .* 2.5 s"):
+        AudioModality(max_seconds=2.5).load(path)
+
+
 def test_missing_file_is_an_error_naming_it(modality, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"missing\.flac"):
         modality.load("missing.flac", root=tmp_path)

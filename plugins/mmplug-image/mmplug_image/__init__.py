@@ -21,6 +21,8 @@ MMPLUG_API_VERSION = 1  # the mmplug plugin API this package is written for
 
 #: Pillow's own default of ``Image.MAX_IMAGE_PIXELS`` (about 89.5 megapixels).
 DEFAULT_MAX_PIXELS = 89_478_485
+#: Wider than any panorama a camera makes (about 10:1), far short of a strip of pixels.
+DEFAULT_MAX_ASPECT_RATIO = 50.0
 
 #: Registered encoder name -> feature size of the last stage.
 RESNETS: dict[str, int] = {
@@ -41,6 +43,16 @@ class ImageModalityParams(Params):
         description=(
             "Images with more pixels (width x height) are refused before they are decoded, "
             "so a decompression bomb is an error instead of running out of memory."
+        ),
+    )
+    max_aspect_ratio: float = Field(
+        default=DEFAULT_MAX_ASPECT_RATIO,
+        ge=1,
+        allow_inf_nan=False,
+        description=(
+            "Images whose long side is more than this many times the short side are refused "
+            "before they are decoded: resizing the short side up to the encoder's size would "
+            "blow a thin strip (1,000,000 x 1 pixels) up to billions of pixels."
         ),
     )
 

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmplug import DataError, Modality
-from mmplug_image import DEFAULT_MAX_PIXELS
+from mmplug_image import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 
 #: What Pillow raises for a file it can't decode: the formats' plugins use all of these.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error)
@@ -39,14 +39,23 @@ class ImageModality(Modality):
         max_pixels: images with more pixels than this (width x height) are refused before
             decoding. Pillow's own hard limit, ``2 * PIL.Image.MAX_IMAGE_PIXELS``, still
             applies on top; raise that too for larger images.
+        max_aspect_ratio: images whose long side is more than this many times the short
+            side are refused before decoding (the encoder resizes the short side up).
     """
 
     name = "image"
 
-    def __init__(self, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+    ):
         if max_pixels < 1:
             raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
+        if not max_aspect_ratio >= 1:
+            raise ValueError(f"max_aspect_ratio must be at least 1, got {max_aspect_ratio}")
         self.max_pixels = max_pixels
+        self.max_aspect_ratio = max_aspect_ratio
 
     def load(self, value: Any, *, root: str | Path | None = None) -> Image.Image:
         """Load one image.
@@ -103,6 +112,13 @@ class ImageModality(Modality):
             raise DataError(
                 f"{what}: {size[0]}x{size[1]} = {pixels:,} pixels is over the limit of "
                 f"{self.max_pixels:,} (max_pixels); refused as a possible decompression bomb"
+            )
+        short, long = sorted(size)
+        if long > self.max_aspect_ratio * max(short, 1):
+            raise DataError(
+                f"{what}: {size[0]}x{size[1]} pixels is more than {self.max_aspect_ratio:g} "
+                "times as long as it is wide (max_aspect_ratio); refused, since resizing its "
+                "short side to the encoder's size would make it enormous"
             )
 
 

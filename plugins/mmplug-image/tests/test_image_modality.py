@@ -217,6 +217,29 @@ def test_oversized_image_is_refused_before_decoding(
         ImageModality(max_pixels=100).load(Image.new("RGB", (200, 100)))
 
 
+def test_a_thin_strip_is_refused_before_decoding(
+    image_file: ImageFileFactory, monkeypatch: pytest.MonkeyPatch
+):
+    # 1,000,000 x 1: a kilobyte on disk, under max_pixels, and 32 x 32,000,000 once the
+    # encoder resized its short side to 32
+    path = image_file("strip.png", Image.new("L", (1_000_000, 1)))
+    assert path.stat().st_size < 10_000
+
+    def no_decoding(self: Image.Image) -> None:
+        raise AssertionError("pixels were decoded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageFile.ImageFile, "load", no_decoding)
+        with pytest.raises(DataError, match=r"1000000x1 pixels is more than 50 times") as caught:
+            ImageModality().load(path)
+    assert str(path) in str(caught.value)
+    tall = Image.new("RGB", (10, 501))
+    with pytest.raises(DataError, match=r"10x501 .*max_aspect_ratio"):
+        ImageModality().load(tall)
+    assert ImageModality().load(Image.new("RGB", (10, 500))).size == (10, 500)  # 50:1 is fine
+    assert ImageModality(max_aspect_ratio=60).load(tall).size == (10, 501)
+
+
 def test_own_limit_replaces_pillows_warning_and_pillows_hard_limit_is_an_error(
     image_file: ImageFileFactory, monkeypatch: pytest.MonkeyPatch
 ):

@@ -37,6 +37,24 @@ Size = Literal["bert-tiny", "bert-mini", "bert-small", "bert-medium", "bert-base
 Pooling = Literal["mean", "cls", "pooler"]
 
 
+#: The longest text read, in characters, by default: a book chapter, far past any
+#: tokenizer's max_length, and short of a whole file pasted into one cell by mistake.
+DEFAULT_MAX_CHARACTERS = 100_000
+
+
+class TextModalityParams(Params):
+    """Parameters of the ``text`` modality."""
+
+    max_characters: int = Field(
+        default=DEFAULT_MAX_CHARACTERS,
+        ge=1,
+        description=(
+            "Longer texts are refused before tokenization (a row's DataError): tokenizing "
+            "megabytes to keep max_length tokens costs time and memory for nothing."
+        ),
+    )
+
+
 class BertParams(Params):
     """Parameters of the ``bert`` encoder."""
 
@@ -139,6 +157,7 @@ def register_modalities(register: RegisterFn) -> None:
         "text",
         "mmplug_text.modality:TextModality",
         summary="A string, inline in the manifest (empty is a valid text)",
+        params=TextModalityParams,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,27 @@ def test_a_non_string_is_an_error_naming_it(value: Any, named: str) -> None:
     with pytest.raises(DataError, match="expected a string") as info:
         TextModality().load(value)
     assert named in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.loads('"a \\ud800 b"'),  # valid JSON, not valid text
+        b"caf\xe9".decode("utf-8", "surrogateescape"),  # a Latin-1 byte in --text
+    ],
+    ids=["json-escape", "command-line-byte"],
+)
+def test_a_lone_surrogate_is_an_error_naming_it(text: str) -> None:
+    with pytest.raises(DataError, match=r"lone surrogate '\\udc?[0-9a-f]+' at character \d"):
+        TextModality().load(text)
+
+
+def test_a_text_over_max_characters_is_refused_before_tokenization() -> None:
+    assert TextModality(max_characters=5).load("hello") == "hello"
+    with pytest.raises(DataError, match=r"6 characters, over the limit of 5 .*'hello!'"):
+        TextModality(max_characters=5).load("hello!")
+    with pytest.raises(DataError, match=r"1,000,001 characters, over the limit of 100,000"):
+        TextModality().load("x" * 1_000_001)
 
 
 def test_none_is_not_loaded() -> None:
