@@ -613,3 +613,115 @@ def test_a_full_disk_while_checkpointing_names_the_file_and_keeps_the_last_check
     monkeypatch.undo()
     train(None, toy_host, resume=run)  # space freed: the run continues from epoch 1
     assert json.loads((run / "results.json").read_text())["epochs"] == 3
+
+
+# -- the command line: one line, exit 2, never a traceback --------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin installed as distribution ``toy-plugin`` 1.0 (a dist-info and its
+    module on a path of its own), so that the ``mmplug`` command discovers it."""
+    site = tmp_path_factory.mktemp("site")
+    (site / "toy_plugin.py").write_text((ROOT / "examples" / "toy_plugin.py").read_text())
+    info = site / "toy_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[mmplug]\ntoy = toy_plugin\n")
+    return site
+
+
+def cli(site: Path, *args: str | bytes, cwd: Path) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
+    environ |= {"MMPLUG_LOAD_PLUGINS": "toy-plugin", "PYTHONPATH": str(site)}
+    return subprocess.run(
+        [sys.executable, "-m", "mmplug", *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env=environ,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_run(toy_site: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A run trained with ``mmplug train``: (its folder, the data folder)."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("cli")
+    data = toy_data(root / "data")
+    (root / "config.yaml").write_text(yaml.safe_dump(toy_config(data)))
+    done = cli(toy_site, "train", "config.yaml", "--out", "run", "--quiet", cwd=root)
+    assert done.returncode == 0, done.stderr
+    return root / "run", root / "data"
+
+
+def copy_run(cli_run: tuple[Path, Path], tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(cli_run[0], tmp_path / "run")
+    (tmp_path / "config.yaml").write_text((cli_run[0].parent / "config.yaml").read_text())
+    return tmp_path / "run"
+
+
+CLI_CASES = {
+    "evaluate, weights bit-flipped": (
+        "best/model.safetensors",
+        "bitflip",
+        ["evaluate", "run", "--data", "{data}/test.jsonl"],
+        r"model\.safetensors is damaged",
+    ),
+    "predict, labels garbage": (
+        "labels.json",
+        "garbage",
+        ["predict", "run", "--data", "{data}/test.jsonl"],
+        r"labels\.json is damaged",
+    ),
+    "resume, trainer state truncated": (
+        "last/trainer.json",
+        "truncated",
+        ["train", "--resume", "run"],
+        r"trainer\.json is damaged",
+    ),
+    "evaluate, plugins.json truncated": (
+        "plugins.json",
+        "truncated",
+        ["evaluate", "run", "--data", "{data}/test.jsonl"],
+        r"plugins\.json is damaged",
+    ),
+    "predict, a byte that is not UTF-8": (
+        None,
+        None,
+        ["predict", "run", "--stats", "1,0,0,1", "--word", b"caf\xe9"],
+        r"sample 0.*key 'word'.*CharBagEncoder\.preprocess .*UnicodeEncodeError",
+    ),
+    "train into a run's folder": (
+        None,
+        None,
+        ["train", "config.yaml", "--out", "run"],
+        r"run already exists and is not empty: .*--resume run",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_the_command_line_reports_damage_and_bad_input_in_one_line(
+    cli_run: tuple[Path, Path], toy_site: Path, tmp_path: Path, case: str
+) -> None:
+    name, how, args, expected = CLI_CASES[case]
+    run = copy_run(cli_run, tmp_path)
+    if name is not None:
+        if name.endswith(".safetensors"):  # best/'s weights are a second name of last/'s
+            (run / name).unlink()
+            (run / name).write_bytes((run / "last" / "model.safetensors").read_bytes())
+        damage(run / name, how)
+    words = [a.replace("{data}", str(cli_run[1])) if isinstance(a, str) else a for a in args]
+    done = cli(toy_site, *words, cwd=tmp_path)
+    assert done.returncode == 2, (done.stdout[-1000:], done.stderr[-2000:])
+    assert "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("mmplug: error:")]
+    assert re.search(expected, done.stderr), done.stderr[-2000:]

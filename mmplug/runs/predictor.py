@@ -18,11 +18,11 @@ import torch
 
 from mmplug.data.manifest import read_labelled_manifest, read_manifest
 from mmplug.data.pipeline import ManifestDataset, Pipeline, make_loader, raise_fatal
-from mmplug.errors import MmplugError
+from mmplug.errors import DataError, MmplugError
 from mmplug.model.checkpoint import load_model
 from mmplug.model.config import load_config
 from mmplug.model.devices import resolve_device
-from mmplug.model.multimodal import MultimodalModel
+from mmplug.model.multimodal import Batch, MultimodalModel
 from mmplug.model.sections import DataConfig
 from mmplug.model.tasks import Task
 from mmplug.plugins.registry import Registry
@@ -88,10 +88,23 @@ class Predictor:
             loaded.append(self.pipeline.load(sample, root=root, where=_sample_key(index)))
         results: list[dict[str, Any]] = []
         for start in range(0, len(loaded), batch_size):
-            batch = self.pipeline.collate(loaded[start : start + batch_size]).to(self.device)
+            batch = self._collate(loaded[start : start + batch_size], start).to(self.device)
             names = [f"sample {i}" for i in range(start, start + batch.size)]
             results += self._describe(self.model(batch).logits, names)
         return results
+
+    def _collate(self, samples: list[dict[str, Any]], start: int) -> Batch:
+        """Batch ``samples`` (the ``start``-th onwards); a value the preprocessing refuses is
+        an error naming its sample (found by collating them one at a time)."""
+        try:
+            return self.pipeline.collate(samples)
+        except DataError:
+            for offset, sample in enumerate(samples):
+                try:
+                    self.pipeline.collate([sample])
+                except DataError as exc:
+                    raise DataError(f"sample {start + offset}, {exc}") from exc
+            raise
 
     def _describe(self, logits: torch.Tensor, names: Sequence[str]) -> list[dict[str, Any]]:
         """Each row's prediction; non-finite outputs are an error naming the rows."""
