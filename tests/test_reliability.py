@@ -725,3 +725,12 @@ def test_the_command_line_reports_damage_and_bad_input_in_one_line(
     assert "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("mmplug: error:")]
     assert re.search(expected, done.stderr), done.stderr[-2000:]
+
+
+def test_a_folder_with_hidden_files_of_its_own_is_not_taken_over(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost
+) -> None:
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    with pytest.raises(MmplugError, match="already exists and is not empty"):
+        train(toy_config(data), toy_host, out=tmp_path / "repo")
+    assert [p.name for p in (tmp_path / "repo").iterdir()] == [".git"]

@@ -319,10 +319,12 @@ EARLY_FILES = frozenset({CONFIG, LABELS, PLUGINS, METRICS, LOCK_FILE})
 
 def unstarted(path: Path) -> bool:
     """True for a run directory that holds no checkpoint and nothing but what a run writes
-    before its first one, or staging files (hidden): a start that failed or was killed."""
+    before its first one, or those files' staging copies (``.NAME.<pid>.*``): a start that
+    failed or was killed. Any other file (``.git``, notes) makes it someone else's folder."""
     if any(existing_dir(path / name) for name in (BEST, LAST)):
         return False
-    return all(p.name in EARLY_FILES or p.name.startswith(".") for p in path.iterdir())
+    staging = tuple(f".{name}." for name in (*EARLY_FILES, BEST, LAST))
+    return all(p.name in EARLY_FILES or p.name.startswith(staging) for p in path.iterdir())
 
 
 def _check_new_run(path: Path) -> None:
