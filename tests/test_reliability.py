@@ -403,8 +403,16 @@ def strict_word_loader(toy_plugin: ModuleType, monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize(
     ("word", "named"),
     [
-        ("\ud800", r"CharBagEncoder\.preprocess \(toy_plugin\) raised UnicodeEncodeError"),
-        ("poison", r"WordModality\.load \(toy_plugin\) raised ValueError: poison is not a word"),
+        (
+            "\ud800",
+            r"preprocess of encoder 'char-bag' from toy-plugin 1\.0, CharBagEncoder "
+            r"\(toy_plugin\) raised UnicodeEncodeError",
+        ),
+        (
+            "poison",
+            r"load of modality 'word' from toy-plugin 1\.0, WordModality \(toy_plugin\) "
+            r"raised ValueError: poison is not a word",
+        ),
     ],
     ids=["lone-surrogate-in-preprocess", "loader-raises-valueerror"],
 )
@@ -697,7 +705,8 @@ CLI_CASES = {
         None,
         None,
         ["predict", "run", "--stats", "1,0,0,1", "--word", b"caf\xe9"],
-        r"sample 0.*key 'word'.*CharBagEncoder\.preprocess .*UnicodeEncodeError",
+        r"sample 0.*key 'word'.*preprocess of encoder 'char-bag' from toy-plugin 1\.0, "
+        r"CharBagEncoder \(toy_plugin\) raised UnicodeEncodeError",
     ),
     "train into a run's folder": (
         None,

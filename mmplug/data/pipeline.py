@@ -35,6 +35,7 @@ from mmplug.model.tasks import Task
 
 if TYPE_CHECKING:
     from mmplug.model.multimodal import MultimodalModel
+    from mmplug.plugins.registry import ComponentSpec
 
 
 class Pipeline:
@@ -43,10 +44,16 @@ class Pipeline:
     Args:
         modalities: key -> the :class:`Modality` that loads its values.
         preprocessors: key -> the encoder's preprocessor; the same keys.
+        origins: key -> (modality, encoder) as errors name them, e.g. ``("modality 'word'
+            from toy-plugin 1.0", "encoder 'char-bag' from toy-plugin 1.0")``; default:
+            their classes and modules.
     """
 
     def __init__(
-        self, modalities: Mapping[str, Modality], preprocessors: Mapping[str, Preprocessor]
+        self,
+        modalities: Mapping[str, Modality],
+        preprocessors: Mapping[str, Preprocessor],
+        origins: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         if set(modalities) != set(preprocessors):
             raise ValueError(
@@ -56,14 +63,22 @@ class Pipeline:
         self.keys: list[str] = sorted(modalities)
         self.modalities = {key: modalities[key] for key in self.keys}
         self.preprocessors = {key: preprocessors[key] for key in self.keys}
+        self.origins = dict(origins or {})
 
     @classmethod
     def from_model(cls, model: MultimodalModel) -> Pipeline:
         """The pipeline of ``model``: its modalities and its encoders' preprocessors (which
-        follow what the encoders' ``fit`` learns, before or after this is made)."""
+        follow what the encoders' ``fit`` learns, before or after this is made), named in
+        errors by registered name and distribution when the model was built by name."""
+        origins = {}
+        if model.resolved is not None:
+            for key, encoder in model.resolved.encoders.items():
+                modality = model.resolved.modalities[key]
+                origins[key] = (_origin(modality), _origin(encoder.spec))
         return cls(
             model.modalities,
             {key: encoder.preprocessor() for key, encoder in model.encoder_items()},
+            origins,
         )
 
     def load(
@@ -94,7 +109,8 @@ class Pipeline:
             if value is None:
                 continue
             named = where(key) if where is not None else f"key {key!r}"
-            with _as_data_error(named, self.modalities[key], "load"):
+            origin = self._origin(key, 0, self.modalities[key])
+            with _as_data_error(named, origin, "load"):
                 loaded[key] = self.modalities[key].load(value, root=root)
         return loaded
 
@@ -124,11 +140,19 @@ class Pipeline:
                     if isinstance(preprocessor, EncoderPreprocessor)
                     else preprocessor
                 )
-                with _as_data_error(f"key {key!r}", owner, "preprocess"):
+                origin = self._origin(key, 1, owner)
+                with _as_data_error(f"key {key!r}", origin, "preprocess"):
                     inputs[key] = preprocessor(raws, train=train)
             else:
                 inputs[key] = {}
         return Batch(size=len(samples), inputs=inputs, present=present)
+
+    def _origin(self, key: str, which: int, component: object) -> str:
+        """How an error names key's modality (0) or encoder (1): its registered name and
+        distribution when known, and its class and module."""
+        kind = type(component)
+        where = f"{kind.__qualname__} ({kind.__module__})"
+        return f"{self.origins[key][which]}, {where}" if key in self.origins else where
 
     def check_keys(self, sample: Mapping[str, Any], what: str) -> None:
         """A sample may only have keys the model has encoders for."""
@@ -141,10 +165,10 @@ class Pipeline:
 
 
 @contextlib.contextmanager
-def _as_data_error(named: str, component: object, method: str) -> Iterator[None]:
+def _as_data_error(named: str, origin: str, method: str) -> Iterator[None]:
     """Whatever a plugin's ``load`` or preprocessing raises for a value is that value's
     :class:`DataError` (so ``on_error: skip`` applies to it), naming the value and the
-    component's class and module (which says whose plugin it is)."""
+    component (``origin``: its name, distribution, class and module)."""
     try:
         yield
     except DataError as exc:
@@ -152,11 +176,13 @@ def _as_data_error(named: str, component: object, method: str) -> Iterator[None]
     except (MemoryError, RecursionError):
         raise
     except Exception as exc:
-        kind = type(component)
         raise DataError(
-            f"{named}: {kind.__qualname__}.{method} ({kind.__module__}) raised "
-            f"{type(exc).__name__}: {bounded(str(exc))}"
+            f"{named}: {method} of {origin} raised {type(exc).__name__}: {bounded(str(exc))}"
         ) from exc
+
+
+def _origin(spec: ComponentSpec) -> str:
+    return f"{spec.kind} {spec.name!r} from {spec.distribution} {spec.version}"
 
 
 # -- manifests as datasets --------------------------------------------------------------------
