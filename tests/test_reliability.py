@@ -743,3 +743,25 @@ def test_a_folder_with_hidden_files_of_its_own_is_not_taken_over(
     with pytest.raises(MmplugError, match="already exists and is not empty"):
         train(toy_config(data), toy_host, out=tmp_path / "repo")
     assert [p.name for p in (tmp_path / "repo").iterdir()] == [".git"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("{lr: 1, lr: 2}", r"train: override value: key 'lr' is given twice"),
+        (
+            "[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], "
+            "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], "
+            "&e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d], [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]]",
+            r"train: override value: .*once its YAML aliases are expanded",
+        ),
+        ("9" * 5000, r"train: override value: a number has more than 4,300 digits"),
+    ],
+    ids=["duplicate-key", "alias-bomb", "digits"],
+)
+def test_override_values_get_the_checks_config_files_get(value: str, expected: str) -> None:
+    from mmplug.model.config import load_config
+
+    with pytest.raises(MmplugError, match=expected) as info:
+        load_config({"model": {}}, [f"train={value}"])
+    assert len(str(info.value)) < 2_000

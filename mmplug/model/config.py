@@ -227,11 +227,21 @@ def apply_overrides(
             )
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=UniqueKeyLoader) if raw.strip() else ""
+            check_size(value)
         except yaml.YAMLError as exc:
             issues.append(
                 ConfigIssue(key, f"override value {raw!r} is not valid YAML{_yaml_where(exc)}")
             )
+            continue
+        except ConfigError as exc:  # an alias bomb in one value
+            issues.append(ConfigIssue(key, f"override value: {exc}"))
+            continue
+        except RecursionError:
+            issues.append(ConfigIssue(key, "override value nested too deeply"))
+            continue
+        except ValueError as exc:  # a key given twice; a 4,300+ digit number
+            issues.append(ConfigIssue(key, f"override value: {parse_problem(exc)}"))
             continue
         node = result
         for depth, part in enumerate(parts[:-1]):
