@@ -109,7 +109,7 @@ class Pipeline:
             if value is None:
                 continue
             named = where(key) if where is not None else f"key {key!r}"
-            origin = self._origin(key, 0, self.modalities[key])
+            origin = self._named(key, 0, self.modalities[key])
             with _as_data_error(named, origin, "load"):
                 loaded[key] = self.modalities[key].load(value, root=root)
         return loaded
@@ -140,14 +140,27 @@ class Pipeline:
                     if isinstance(preprocessor, EncoderPreprocessor)
                     else preprocessor
                 )
-                origin = self._origin(key, 1, owner)
+                origin = self._named(key, 1, owner)
                 with _as_data_error(f"key {key!r}", origin, "preprocess"):
                     inputs[key] = preprocessor(raws, train=train)
             else:
                 inputs[key] = {}
         return Batch(size=len(samples), inputs=inputs, present=present)
 
-    def _origin(self, key: str, which: int, component: object) -> str:
+    def refused(
+        self, samples: Sequence[Mapping[str, Any]], *, train: bool = False
+    ) -> list[tuple[int, DataError]]:
+        """The samples the preprocessing refuses, by position, with why: each is collated
+        alone (a preprocessor's error names no sample of the batch it was given)."""
+        found = []
+        for index, sample in enumerate(samples):
+            try:
+                self.collate([sample], train=train)
+            except DataError as exc:
+                found.append((index, exc))
+        return found
+
+    def _named(self, key: str, which: int, component: object) -> str:
         """How an error names key's modality (0) or encoder (1): its registered name and
         distribution when known, and its class and module."""
         kind = type(component)
@@ -398,16 +411,18 @@ class Collate:
     def _find_refused(self, examples: list[Example]) -> tuple[list[Example], list[Skipped]]:
         assert self.rows is not None
         manifest, fatal = self.rows.manifest, self.rows.on_error != "skip"
-        kept, refused = [], []
-        for example in examples:
-            try:
-                self._collate([example])
-            except DataError as exc:
-                where = manifest.where(example.index)
-                line = manifest.lines[example.index]
-                refused.append(Skipped(str(manifest.path), line, f"{where}: {exc}", fatal))
-            else:
-                kept.append(example)
+        found = dict(self.pipeline.refused([e.values for e in examples], train=self.train))
+        refused = [
+            Skipped(
+                str(manifest.path),
+                manifest.lines[example.index],
+                f"{manifest.where(example.index)}: {found[position]}",
+                fatal,
+            )
+            for position, example in enumerate(examples)
+            if position in found
+        ]
+        kept = [example for position, example in enumerate(examples) if position not in found]
         return kept, refused
 
 

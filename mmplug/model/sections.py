@@ -7,6 +7,7 @@ back into the run's ``config.yaml`` with every default filled in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -158,3 +159,12 @@ class TrainConfig(BaseModel):
     eval_batch_size: PositiveInt | None = Field(
         default=None, description="Batch size for evaluation; default: batch_size."
     )
+
+
+def per_key(chosen: float | Mapping[str, float] | None, key: str, default: float) -> float:
+    """A per-encoder setting (``encoder_lr``, ``encoder_warmup``, ``unimodal_loss``) for
+    modality ``key``: one value for all keys, one per key, or ``default`` (for None, or a
+    key not listed)."""
+    if isinstance(chosen, Mapping):
+        chosen = chosen.get(key)
+    return default if chosen is None else float(chosen)

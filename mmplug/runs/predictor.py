@@ -99,11 +99,8 @@ class Predictor:
         try:
             return self.pipeline.collate(samples)
         except DataError:
-            for offset, sample in enumerate(samples):
-                try:
-                    self.pipeline.collate([sample])
-                except DataError as exc:
-                    raise DataError(f"sample {start + offset}, {exc}") from exc
+            for offset, exc in self.pipeline.refused(samples)[:1]:
+                raise DataError(f"sample {start + offset}, {exc}") from exc
             raise
 
     def _describe(self, logits: torch.Tensor, names: Sequence[str]) -> list[dict[str, Any]]:

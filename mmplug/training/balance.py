@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from torch import Tensor
 
 from mmplug.model.interfaces import EncoderOutput
+from mmplug.model.sections import per_key
 
 #: The fused head among the weighted heads: ``""``, which no modality key can be (as in the
 #: metrics' names: ``train_loss`` is the fused head's, ``train_loss_<key>`` a key's).
@@ -59,10 +60,8 @@ def loss_weights(
     """
     if setting == "auto":
         return blend_weights([history[0], history[-1]] if len(history) > 1 else [], keys)
-    if isinstance(setting, Mapping):
-        return {FUSED: 1.0, **{key: float(setting.get(key, 1.0)) for key in keys}}
-    assert isinstance(setting, int | float)
-    return {FUSED: 1.0, **dict.fromkeys(keys, float(setting))}
+    assert not isinstance(setting, str)
+    return {FUSED: 1.0, **{key: per_key(setting, key, 1.0) for key in keys}}
 
 
 def blend_weights(lines: list[dict[str, float]], keys: list[str]) -> dict[str, float]:

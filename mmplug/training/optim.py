@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmplug.model.sections import TrainConfig
+from mmplug.model.sections import TrainConfig, per_key
 
 
 def param_groups(model: nn.Module, settings: TrainConfig) -> list[dict[str, Any]]:
@@ -48,20 +48,12 @@ def param_groups(model: nn.Module, settings: TrainConfig) -> list[dict[str, Any]
                 "key": key,
                 "lr": settings.lr
                 if key is None
-                else _per_key(settings.encoder_lr, key, settings.lr),
+                else per_key(settings.encoder_lr, key, settings.lr),
                 "weight_decay": settings.weight_decay if decayed else 0.0,
                 "name": f"{owner or 'fusion+head'}{'' if decayed else ' (no decay)'}",
             }
         )
     return result
-
-
-def _per_key(chosen: float | dict[str, float] | None, key: str, default: float) -> float:
-    """A setting of modality ``key``'s encoder: one value for all, one per key, or the
-    default (for None, or a key not listed)."""
-    if isinstance(chosen, dict):
-        chosen = chosen.get(key)
-    return default if chosen is None else chosen
 
 
 def group_schedules(
@@ -75,7 +67,7 @@ def group_schedules(
             total_steps,
             settings.warmup
             if group.get("key") is None
-            else _per_key(settings.encoder_warmup, group["key"], settings.warmup),
+            else per_key(settings.encoder_warmup, group["key"], settings.warmup),
             settings.min_lr_ratio,
         )
         for group in groups

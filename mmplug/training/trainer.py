@@ -194,11 +194,7 @@ class Trainer:
         self.state.skipped = [s.to_json() for s in self._skipped.values()]
 
         def extra(folder: Path) -> None:
-            meta: dict[str, Any] = {
-                "state": self.state.__dict__,
-                "metrics": self.history[-1],
-                "history": self.history,
-            }
+            meta: dict[str, Any] = {"state": self.state.__dict__, "history": self.history}
             if optimizer:
                 meta["optimizer"] = save_optimizer(self.optimizer, folder, OPTIMIZER_STATE)
                 meta["scheduler"] = jsonable(self.scheduler.state_dict())
@@ -299,8 +295,10 @@ class Trainer:
         saved: a NaN must never become ``best/`` (nor ``last/``, which resuming continues)."""
         names = dict.fromkeys(("train_loss", "val_loss", self.monitor))
         bad = [f"{n} {line[n]}" for n in names if n in line and not math.isfinite(line[n])]
-        if not bad and not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            bad = ["the weights"]
+        if not bad:
+            finite = [torch.isfinite(p).all() for p in self.model.parameters()]
+            if finite and not bool(torch.stack(finite).all()):  # one device sync, not one each
+                bad = ["the weights"]
         if bad:
             kept = f"epoch {epoch - 1}" if epoch > 1 else "nothing yet"
             raise MmplugError(
