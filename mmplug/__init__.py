@@ -4,8 +4,8 @@ This module is the public face, for users and for plugin authors alike:
 
 - for plugins: ``hookimpl``, the interfaces (``Modality``, ``Encoder``, ``EncoderOutput``,
   ``Fusion``, ``Head``, ``Task``), ``Params`` (the base of params models), ``RegisterFn``,
-  the errors, and the weight-file helpers ``read_state_dict``, ``load_checked`` and
-  ``strip_prefix``;
+  the errors, ``brief`` (a value's repr bounded for a message), and the weight-file
+  helpers ``read_state_dict``, ``load_checked`` and ``strip_prefix``;
 - for users: ``validate``, ``build_model``, ``save_model``, ``load_model``, ``train``,
   ``compare``, ``load`` and ``evaluate``, which use the installed plugins unless given a
   ``registry``, plus ``Config``, ``load_config``, ``Pipeline``, ``Batch``, ``MultimodalModel``,
@@ -14,7 +14,7 @@ This module is the public face, for users and for plugin authors alike:
 
 Inside the package the registry is always an explicit argument; only these functions and the
 ``mmplug`` command fill in the installed plugins' one. ``import mmplug`` is cheap: every name
-but the errors, ``hookimpl`` and the versions is imported on first access, so listing
+but the errors, ``brief``, ``hookimpl`` and the versions is imported on first access, so listing
 plugins never loads torch.
 """
 
@@ -35,6 +35,7 @@ from mmplug.errors import (
     MmplugWarning,
     PluginLoadError,
     UnknownComponentError,
+    brief,
 )
 from mmplug.plugins.hookspecs import API_VERSION, hookimpl
 from mmplug.version import __version__
@@ -123,6 +124,7 @@ __all__ = [
     "Task",
     "UnknownComponentError",
     "__version__",
+    "brief",
     "build_model",
     "compare",
     "evaluate",

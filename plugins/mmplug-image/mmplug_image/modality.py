@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mmplug import DataError, Modality
+from mmplug import DataError, Modality, brief
 from mmplug_image import DEFAULT_MAX_ASPECT_RATIO, DEFAULT_MAX_PIXELS
 
 #: What Pillow raises for a file it can't decode: the formats' plugins use all of these.
@@ -84,7 +84,7 @@ class ImageModality(Modality):
             return self._open(path, f"image file {str(path)!r}")
         raise DataError(
             f"image: expected a path, bytes or a PIL image, got {type(value).__name__}: "
-            f"{value!r:.80}"
+            f"{brief(value)}"
         )
 
     def _open(self, source: Path | io.BytesIO, what: str) -> Image.Image:

@@ -260,6 +260,16 @@ def test_other_values_are_data_errors(modality: ImageModality, value: object):
         modality.load(value)
 
 
+def test_the_message_for_a_deep_or_huge_value_is_short(modality: ImageModality):
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]  # its full repr would recurse too deeply
+    for value in (deep, ["x" * 1_000_000]):
+        with pytest.raises(DataError, match="expected a path") as info:
+            modality.load(value)
+        assert len(str(info.value)) < 300
+
+
 def test_max_pixels_must_be_positive():
     with pytest.raises(ValueError, match="max_pixels"):
         ImageModality(max_pixels=0)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from mmplug import ComponentError, DataError, Encoder, EncoderOutput
+from mmplug import ComponentError, DataError, Encoder, EncoderOutput, brief
 from mmplug_text import DEFAULT_PRETRAINED, SIZES
 from mmplug_text import vocab as vocab_module
 from mmplug_text.hub import checkpoint, from_hub, is_empty, tokenizer_if_any
@@ -305,7 +305,7 @@ def _texts(raws: list[Any]) -> list[str]:
     for index, raw in enumerate(raws):
         if not isinstance(raw, str):
             raise DataError(
-                f"text {index} of the batch is {type(raw).__name__}: {raw!r:.80}, not a string"
+                f"text {index} of the batch is {type(raw).__name__}: {brief(raw)}, not a string"
             )
     return list(raws)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmplug import DataError, Modality
+from mmplug import DataError, Modality, brief
 from mmplug_text import DEFAULT_MAX_CHARACTERS
 
 
@@ -55,4 +55,4 @@ class TextModality(Modality):
                 "text: got None; an absent text is left out of the sample (the data pipeline "
                 "skips None values), not loaded"
             )
-        raise DataError(f"text: expected a string, got {type(value).__name__}: {value!r:.80}")
+        raise DataError(f"text: expected a string, got {type(value).__name__}: {brief(value)}")

@@ -94,3 +94,20 @@ def test_absent_texts_are_skipped_by_the_model(text_host: PluginHost, tiny_bert:
 
     with pytest.raises(DataError, match="int: 7"):
         pipeline.load({"text": 7})
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value", [_nested(100_000), list(range(1_000_000)), {"k": "v" * 1_000_000}]
+)
+def test_the_message_for_a_huge_or_deep_value_is_short(value: Any) -> None:
+    # a full repr of the first would recurse too deeply, of the others take megabytes
+    with pytest.raises(DataError, match="expected a string") as info:
+        TextModality().load(value)
+    assert len(str(info.value)) < 300
