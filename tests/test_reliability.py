@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,7 @@ from mmplug.plugins.host import PluginHost
 from mmplug.runs.lock import locked_run
 from mmplug.runs.rundir import RunDir
 from mmplug.training.progress import Reporter
+from mmplug.training.train import unstarted
 
 QUIET = Reporter(quiet=True)
 
@@ -157,6 +159,34 @@ def test_train_out_takes_over_a_folder_killed_during_creation(
     run = killed_during_creation(tmp_path / "run", *written)
     train(toy_config(data), toy_host, out=run)
     assert json.loads((run / "results.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize("trigger", [".lock", "labels.json", "config.yaml", "plugins.json"])
+def test_a_real_kill_during_creation_is_recovered(
+    tmp_path: Path, data: dict[str, str], toy_host: PluginHost, trigger: str
+) -> None:
+    """SIGKILL the moment ``trigger`` appears in a new run's folder: whatever the kill left,
+    ``train --out`` takes the folder over (or, had a checkpoint been written, ``--resume``
+    continues it)."""
+    run = tmp_path / "run"
+    child = start_training(toy_config(data, epochs=40), run)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / trigger).exists():
+            assert child.poll() is None, f"the child ended before writing {trigger}"
+            assert time.monotonic() < deadline
+            time.sleep(0.0005)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    if unstarted(run):
+        train(toy_config(data), toy_host, out=run)
+        assert json.loads((run / "results.json").read_text())["epochs"] == 2
+    else:  # the kill came after the first checkpoint (a slow poll); that must resume too
+        train(None, toy_host, resume=run)
+        assert json.loads((run / "results.json").read_text())["epochs"] == 40
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == [".lock"]
 
 
 def test_resume_of_a_folder_killed_before_its_config_needs_the_config(
