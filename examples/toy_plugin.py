@@ -2,7 +2,8 @@
 
 It shows every part of the plugin contract with components small enough to read at once:
 
-- modality ``numbers``: a vector given inline (``[0.1, 2.0]`` or ``"0.1,2.0"``);
+- modality ``numbers``: a vector given inline (``[0.1, 2.0]`` or ``"0.1,2.0"``), of a
+  length its ``size`` param may fix;
 - modality ``word``: a short string given inline;
 - encoder ``mlp`` (numbers): a two-layer perceptron;
 - encoder ``char-bag`` (word): hashed character embeddings, one token per character;
@@ -25,20 +26,32 @@ from pydantic import Field
 from torch import Tensor, nn
 
 import mmplug
-from mmplug import DataError, Encoder, EncoderOutput, Fusion, Modality
+from mmplug import DataError, Encoder, EncoderOutput, Fusion, Modality, brief
+
+
+class NumbersParams(mmplug.Params):
+    size: int | None = Field(
+        default=None, ge=1, description="The vector's length; null takes any length."
+    )
 
 
 class NumbersModality(Modality):
-    """A fixed-length vector of floats, inline in the manifest."""
+    """A vector of floats, inline in the manifest."""
 
     name = "numbers"
+
+    def __init__(self, size: int | None = None) -> None:
+        self.size = size
 
     def load(self, value: Any, *, root: str | Path | None = None) -> Tensor:
         items = value.split(",") if isinstance(value, str) else value
         try:
-            return torch.tensor([float(v) for v in items], dtype=torch.float32)
+            vector = torch.tensor([float(v) for v in items], dtype=torch.float32)
         except (TypeError, ValueError) as exc:
-            raise DataError(f"numbers: can't read {value!r} as a list of numbers") from exc
+            raise DataError(f"numbers: can't read {brief(value)} as a list of numbers") from exc
+        if self.size is not None and vector.shape != (self.size,):
+            raise DataError(f"numbers: expected {self.size} numbers, got {len(vector)}")
+        return vector
 
 
 class WordModality(Modality):
@@ -48,7 +61,7 @@ class WordModality(Modality):
 
     def load(self, value: Any, *, root: str | Path | None = None) -> str:
         if not isinstance(value, str):
-            raise DataError(f"word: expected a string, got {value!r}")
+            raise DataError(f"word: expected a string, got {brief(value)}")
         return value
 
 
@@ -141,7 +154,7 @@ class MeanFusion(Fusion):
 
 @mmplug.hookimpl
 def register_modalities(register):
-    register("numbers", NumbersModality, summary="A vector of floats, inline")
+    register("numbers", NumbersModality, params=NumbersParams, summary="A vector of floats, inline")
     register("word", WordModality, summary="A short string, inline")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -118,3 +120,31 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeD
     yield make
     for module in created:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture(scope="module")
+def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin installed as distribution ``toy-plugin`` 1.0 (a dist-info and its
+    module on a path of its own), so that the ``mmplug`` command discovers it."""
+    site = tmp_path_factory.mktemp("site")
+    (site / "toy_plugin.py").write_text((ROOT / "examples" / "toy_plugin.py").read_text())
+    info = site / "toy_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[mmplug]\ntoy = toy_plugin\n")
+    return site
+
+
+def cli(site: Path, *args: str | bytes, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``mmplug ARGS`` in a child process that discovers only the plugins in ``site``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
+    environ |= {"MMPLUG_LOAD_PLUGINS": "toy-plugin", "PYTHONPATH": str(site)}
+    return subprocess.run(
+        [sys.executable, "-m", "mmplug", *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env=environ,
+        cwd=cwd,
+        timeout=300,
+    )

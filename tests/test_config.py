@@ -55,7 +55,7 @@ def test_model_section_alone_is_accepted() -> None:
 def test_resolves_names_and_fills_param_defaults(toy_host: PluginHost) -> None:
     resolved = resolve_model(load_config(GOOD), toy_host.registry)
     assert resolved.encoders["word"].kwargs() == {"buckets": 512, "dim": 8, "max_length": 32}
-    assert resolved.modalities["word"].name == "word"
+    assert resolved.modalities["word"].spec.name == "word"
     assert resolved.to_config()["head"] == {
         "name": "mmplug:classification",
         "hidden_dims": [],

@@ -18,7 +18,7 @@ from types import ModuleType
 
 import pytest
 import torch
-from conftest import make_toy_host
+from conftest import cli, make_toy_host
 from training_helpers import start_training, toy_config, toy_data
 
 import mmplug
@@ -654,35 +654,6 @@ def test_a_full_disk_while_checkpointing_names_the_file_and_keeps_the_last_check
 
 
 # -- the command line: one line, exit 2, never a traceback --------------------------------
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example plugin installed as distribution ``toy-plugin`` 1.0 (a dist-info and its
-    module on a path of its own), so that the ``mmplug`` command discovers it."""
-    site = tmp_path_factory.mktemp("site")
-    (site / "toy_plugin.py").write_text((ROOT / "examples" / "toy_plugin.py").read_text())
-    info = site / "toy_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[mmplug]\ntoy = toy_plugin\n")
-    return site
-
-
-def cli(site: Path, *args: str | bytes, cwd: Path) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
-    environ |= {"MMPLUG_LOAD_PLUGINS": "toy-plugin", "PYTHONPATH": str(site)}
-    return subprocess.run(
-        [sys.executable, "-m", "mmplug", *args],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        env=environ,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

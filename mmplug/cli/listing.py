@@ -210,7 +210,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     resolved = resolve_model(config, args.host.registry, source=args.config)
     print(f"{args.config}: valid")
-    components = [(f"encoders.{k}", c) for k, c in resolved.encoders.items()]
+    components = []
+    for key, encoder in resolved.encoders.items():
+        components += [
+            (f"encoders.{key}", encoder),
+            (f"modalities.{key}", resolved.modalities[key]),
+        ]
     components += [("fusion", resolved.fusion), ("head", resolved.head)]
     for where, component in components:
         spec = component.spec

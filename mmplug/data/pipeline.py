@@ -74,7 +74,7 @@ class Pipeline:
         if model.resolved is not None:
             for key, encoder in model.resolved.encoders.items():
                 modality = model.resolved.modalities[key]
-                origins[key] = (_origin(modality), _origin(encoder.spec))
+                origins[key] = (_origin(modality.spec), _origin(encoder.spec))
         return cls(
             model.modalities,
             {key: encoder.preprocessor() for key, encoder in model.encoder_items()},

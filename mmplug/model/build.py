@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from torch import nn
 
 from mmplug.errors import ComponentError, ConfigError, ConfigIssue, MmplugError
@@ -73,23 +72,17 @@ def _output_dim(component: ResolvedComponent, built: nn.Module) -> int:
     return value
 
 
-def build_modalities(modalities: Mapping[str, ComponentSpec]) -> dict[str, Modality]:
-    """Build one :class:`Modality` per distinct modality spec, shared by the keys that use it."""
+def build_modalities(modalities: Mapping[str, ResolvedComponent]) -> dict[str, Modality]:
+    """Build one :class:`Modality` per distinct modality and params, shared by the keys that
+    use the same."""
     built: dict[str, Modality] = {}
     by_key = {}
-    for key, spec in sorted(modalities.items()):
-        if spec.qualified_name not in built:
-            path = f"model.encoders.{key}"
-            try:
-                params = spec.params()
-            except ValidationError as exc:
-                raise ComponentError(
-                    f"{path}: modality {spec.name!r} from {spec.distribution} can't be built with "
-                    f"default params: {exc}"
-                ) from exc
-            component = ResolvedComponent(path, spec, params)
-            built[spec.qualified_name] = build_component(component, Modality)
-        by_key[key] = built[spec.qualified_name]
+    for key, component in sorted(modalities.items()):
+        params = component.params.model_dump_json()
+        same = f"{component.spec.qualified_name} {params}"
+        if same not in built:
+            built[same] = build_component(component, Modality)
+        by_key[key] = built[same]
     return by_key
 
 

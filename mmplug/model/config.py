@@ -26,12 +26,10 @@ from mmplug.model.sections import DataConfig, TrainConfig
 ConfigSource = str | Path | Mapping[str, Any]
 
 
-class ComponentConfig(BaseModel):
-    """``{name: ..., <param>: ...}``: a registered name plus that component's params."""
+class _Entry(BaseModel):
+    """A config entry: a name and a component's params as the other keys."""
 
     model_config = ConfigDict(extra="allow")
-
-    name: str = Field(description="Registered name, or distribution:name.")
 
     @property
     def params(self) -> dict[str, Any]:
@@ -39,13 +37,36 @@ class ComponentConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class ComponentConfig(_Entry):
+    """``{name: ..., <param>: ...}``: a registered name plus that component's params."""
+
+    name: str = Field(description="Registered name, or distribution:name.")
+
+
+class ModalityConfig(_Entry):
+    """``{<param>: ...}`` for the modality that loads one key's values: the one the key's
+    encoder consumes, so ``name`` is optional (a qualified name picks its distribution)."""
+
+    name: str | None = Field(
+        default=None,
+        description="The modality the key's encoder consumes, or distribution:name of it.",
+    )
+
+
 class ModelConfig(BaseModel):
-    """The ``model`` section: one encoder per modality key, a fusion and a head."""
+    """The ``model`` section: one encoder per modality key (and, optionally, params for the
+    modality that loads it), a fusion and a head."""
 
     model_config = ConfigDict(extra="forbid")
 
     encoders: dict[ModalityKey, ComponentConfig] = Field(
         description="Modality key (the name used in data and fusion) -> encoder."
+    )
+    modalities: dict[ModalityKey, ModalityConfig] = Field(
+        default_factory=dict,
+        description="Modality key -> params of the modality that loads that key's values "
+        "(the one its encoder consumes), such as {image: {max_pixels: 200000000}}; a key "
+        "left out gets the modality's defaults.",
     )
     fusion: ComponentConfig
     head: ComponentConfig
@@ -70,6 +91,11 @@ class ModelConfig(BaseModel):
         if not encoders:
             raise ValueError("at least one encoder is needed")
         return dict(sorted(encoders.items()))
+
+    @field_validator("modalities")
+    @classmethod
+    def _sorted_modalities(cls, modalities: dict[str, ModalityConfig]) -> dict[str, ModalityConfig]:
+        return dict(sorted(modalities.items()))
 
 
 class Config(BaseModel):

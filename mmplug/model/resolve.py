@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mmplug.errors import ConfigError, ConfigIssue, DuplicateComponentError, UnknownComponentError
-from mmplug.model.config import ComponentConfig, Config, ModelConfig, issues_from
+from mmplug.model.config import ComponentConfig, Config, ModalityConfig, ModelConfig, issues_from
 from mmplug.plugins.registry import ComponentSpec, Registry
 
 
@@ -48,7 +48,7 @@ class ResolvedModel:
     """A model config with every name resolved and every param validated."""
 
     encoders: dict[str, ResolvedComponent]
-    modalities: dict[str, ComponentSpec]
+    modalities: dict[str, ResolvedComponent]
     fusion: ResolvedComponent
     head: ResolvedComponent
     modality_dropout: float = 0.0
@@ -58,6 +58,7 @@ class ResolvedModel:
         """The fully resolved ``model`` section."""
         return {
             "encoders": {key: enc.to_config() for key, enc in self.encoders.items()},
+            "modalities": {key: mod.to_config() for key, mod in self.modalities.items()},
             "fusion": self.fusion.to_config(),
             "head": self.head.to_config(),
             "modality_dropout": self.modality_dropout,
@@ -66,8 +67,8 @@ class ResolvedModel:
 
     def distributions(self) -> dict[str, str]:
         """Distribution -> version of every component used, modalities included."""
-        specs = [c.spec for c in (*self.encoders.values(), self.fusion, self.head)]
-        specs += self.modalities.values()
+        components = (*self.encoders.values(), *self.modalities.values(), self.fusion, self.head)
+        specs = [c.spec for c in components]
         return {spec.distribution: spec.version for spec in sorted(specs, key=_by_distribution)}
 
 
@@ -75,13 +76,28 @@ def resolve_component(
     registry: Registry, kind: str, entry: ComponentConfig, path: str, issues: list[ConfigIssue]
 ) -> ResolvedComponent | None:
     """Resolve one entry, appending its problems to ``issues`` (None if it has any)."""
-    found_before = len(issues)
+    spec = look_up(registry, kind, entry, path, issues)
+    return None if spec is None else with_params(spec, entry.params, path, issues)
+
+
+def look_up(
+    registry: Registry, kind: str, entry: ComponentConfig, path: str, issues: list[ConfigIssue]
+) -> ComponentSpec | None:
+    """The spec ``entry`` names; a name that resolves to none goes to ``issues``."""
     try:
-        spec = registry.get(kind, entry.name)
+        return registry.get(kind, entry.name)
     except (UnknownComponentError, DuplicateComponentError) as exc:
         issues.append(ConfigIssue(f"{path}.name", str(exc)))
         return None
-    params = entry.params
+
+
+def with_params(
+    spec: ComponentSpec, params: dict[str, Any], path: str, issues: list[ConfigIssue]
+) -> ResolvedComponent | None:
+    """``spec`` with ``params`` validated by its params model; problems go to ``issues``
+    (an unknown parameter with a close match), and then the result is None."""
+    kind = spec.kind
+    found_before = len(issues)
     known = _param_names(spec.params)
     if spec.params.model_config.get("extra") != "allow":
         for unknown in sorted(set(params) - known):
@@ -126,6 +142,48 @@ def modality_of(registry: Registry, encoder: ComponentSpec) -> ComponentSpec:
         raise
 
 
+def resolve_modality(
+    registry: Registry,
+    key: str,
+    encoder: ComponentSpec,
+    entry: ModalityConfig | None,
+    issues: list[ConfigIssue],
+) -> ResolvedComponent | None:
+    """The modality that loads ``key``'s values (the one ``encoder`` consumes), with the
+    params ``entry`` gives it (``model.modalities.KEY``); problems go to ``issues``, and
+    then the result is None."""
+    path = f"model.modalities.{key}"
+    consumed = encoder.modality or ""
+    try:
+        if entry is not None and entry.name is not None:
+            spec = registry.get("modality", entry.name)
+            if spec.name != consumed:
+                issues.append(
+                    ConfigIssue(
+                        f"{path}.name",
+                        f"encoder {encoder.name!r} of key {key!r} consumes modality "
+                        f"{consumed!r}, not {spec.name!r} (leave name out: it follows from "
+                        "the encoder)",
+                    )
+                )
+                return None
+        else:
+            spec = modality_of(registry, encoder)
+    except (UnknownComponentError, DuplicateComponentError) as exc:
+        if entry is not None and entry.name is not None:
+            issues.append(ConfigIssue(f"{path}.name", str(exc)))
+        else:
+            issues.append(
+                ConfigIssue(
+                    f"model.encoders.{key}.name",
+                    f"encoder {encoder.name!r} ({encoder.distribution}) consumes "
+                    f"modality {consumed!r}, which can't be used: {exc}",
+                )
+            )
+        return None
+    return with_params(spec, entry.params if entry is not None else {}, path, issues)
+
+
 def resolve_model(
     config: Config | ModelConfig, registry: Registry, *, source: str | None = None
 ) -> ResolvedModel:
@@ -137,24 +195,29 @@ def resolve_model(
     model = config.model if isinstance(config, Config) else config
     issues: list[ConfigIssue] = []
     encoders: dict[str, ResolvedComponent] = {}
-    modalities: dict[str, ComponentSpec] = {}
+    modalities: dict[str, ResolvedComponent] = {}
+    for key in sorted(set(model.modalities) - set(model.encoders)):
+        close = difflib.get_close_matches(key, list(model.encoders), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        issues.append(
+            ConfigIssue(
+                f"model.modalities.{key}",
+                f"no encoder has key {key!r}{hint} (keys: {', '.join(model.encoders)})",
+            )
+        )
     for key in sorted(model.encoders):
         path = f"model.encoders.{key}"
-        resolved = resolve_component(registry, "encoder", model.encoders[key], path, issues)
-        if resolved is None:
+        entry = model.encoders[key]
+        spec = look_up(registry, "encoder", entry, path, issues)
+        if spec is None:
             continue
-        encoders[key] = resolved
-        modality_name = resolved.spec.modality or ""
-        try:
-            modalities[key] = modality_of(registry, resolved.spec)
-        except (UnknownComponentError, DuplicateComponentError) as exc:
-            issues.append(
-                ConfigIssue(
-                    f"{path}.name",
-                    f"encoder {resolved.spec.name!r} ({resolved.spec.distribution}) consumes "
-                    f"modality {modality_name!r}, which can't be used: {exc}",
-                )
-            )
+        encoder = with_params(spec, entry.params, path, issues)
+        if encoder is not None:
+            encoders[key] = encoder
+        # checked even when the encoder's params are wrong: every problem at once
+        modality = resolve_modality(registry, key, spec, model.modalities.get(key), issues)
+        if modality is not None:
+            modalities[key] = modality
     fusion = resolve_component(registry, "fusion", model.fusion, "model.fusion", issues)
     head = resolve_component(registry, "head", model.head, "model.head", issues)
     if issues:

@@ -114,6 +114,7 @@ def _alone(config: Config, key: str) -> Config:
     model = config.model.model_copy(
         update={
             "encoders": {key: config.model.encoders[key]},
+            "modalities": {k: v for k, v in config.model.modalities.items() if k == key},
             "unimodal_heads": False,
             "modality_dropout": 0.0,
         }
