@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from mmplug.model.sections import DataConfig
 from mmplug.model.tasks import ClassificationTask
 from mmplug.plugins.host import PluginHost
 
+from .conftest import Plugin
 from .training_helpers import write_rows
 
 CONFIG = {
@@ -233,3 +235,64 @@ def test_a_value_a_preprocessor_refuses_is_named_by_its_manifest_row(
     [batch] = make_loader(skipping, batch_size=4, train=False)
     assert batch.indices == [0, 2] and batch.batch is not None and batch.batch.size == 2
     assert not any(s.fatal for s in batch.skipped)
+
+
+def _broken_model(
+    toy_host: PluginHost, toy_plugin: ModuleType, encoder: str
+) -> mmplug.MultimodalModel:
+    """The toy model with its word encoder from a plugin ``broken-plugin 2.0``: ``flat-bag``
+    returns its ids without the leading n, ``narrow-bag`` pooled vectors narrower than its
+    output_dim."""
+
+    class FlatBag(toy_plugin.CharBagEncoder):  # type: ignore[name-defined,misc]
+        def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, torch.Tensor]:
+            inputs = super().preprocess(raws, train=train)
+            return {name: tensor.flatten() for name, tensor in inputs.items()}
+
+    class NarrowBag(toy_plugin.CharBagEncoder):  # type: ignore[name-defined,misc]
+        def forward(self, inputs: dict[str, torch.Tensor]) -> mmplug.EncoderOutput:
+            return mmplug.EncoderOutput(super().forward(inputs).pooled[:, :7])
+
+    params = {"modality": "word", "params": toy_plugin.CharBagParams}
+    broken = Plugin(
+        register_encoders=[(("flat-bag", FlatBag), params), (("narrow-bag", NarrowBag), params)]
+    )
+    toy_host.add(broken, name="broken", distribution="broken-plugin", version="2.0")
+    config = {**CONFIG, "encoders": {**CONFIG["encoders"], "word": {"name": encoder, "dim": 8}}}
+    return mmplug.build_model(config, registry=toy_host.registry)
+
+
+def test_a_preprocess_tensor_without_leading_n_is_named_where_it_happens(
+    toy_host: PluginHost, toy_plugin: ModuleType, tmp_path: Path
+) -> None:
+    """Not an IndexError in modality dropout or the scatter back into batch order: an error
+    naming the key, the component, its distribution and the tensor, in the main process too
+    when a loader worker collates."""
+    pipeline = Pipeline.from_model(_broken_model(toy_host, toy_plugin, "flat-bag"))
+    expected = (
+        r"key 'word': preprocess of encoder 'flat-bag' from broken-plugin 2\.0, .*FlatBag "
+        r"\(.*\) returned 'ids' of shape \(4,\) for 2 value\(s\): every tensor preprocess "
+        r"returns has a leading dimension n = 2"
+    )
+    with pytest.raises(mmplug.ComponentError, match=expected):
+        pipeline.collate([{"word": "ab"}, {"word": "cd", "stats": torch.ones(3)}])
+    rows = [{"word": w, "stats": [1, 2, 3], "label": "no"} for w in ("ab", "cd")]
+    dataset = _dataset(pipeline, tmp_path, rows)
+    [loaded] = make_loader(dataset, batch_size=2, train=True, num_workers=1)
+    assert loaded.batch is None and loaded.broken is not None
+    with pytest.raises(mmplug.ComponentError, match=expected) as raised:
+        loaded.raise_fatal()
+    assert "Traceback" not in str(raised.value)
+
+
+def test_an_encoder_output_of_the_wrong_size_names_its_distribution(
+    toy_host: PluginHost, toy_plugin: ModuleType
+) -> None:
+    model = _broken_model(toy_host, toy_plugin, "narrow-bag")
+    batch = Pipeline.from_model(model).collate([{"word": "ab"}])
+    expected = (
+        r"encoder 'narrow-bag' of key 'word' \(broken-plugin 2\.0, NarrowBag\) returned pooled "
+        r"of shape \(1, 7\), expected \(1, 8\)"
+    )
+    with pytest.raises(mmplug.ComponentError, match=expected):
+        model(batch)

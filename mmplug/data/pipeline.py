@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mmplug.data.manifest import Manifest, MissingColumns, columns_in
-from mmplug.errors import DataError, bounded
+from mmplug.errors import ComponentError, DataError, bounded, brief
 from mmplug.model.interfaces import EncoderPreprocessor, Modality, Preprocessor
 from mmplug.model.multimodal import Batch
 from mmplug.model.sections import DataConfig
@@ -143,6 +143,7 @@ class Pipeline:
                 origin = self._named(key, 1, owner)
                 with _as_data_error(f"key {key!r}", origin, "preprocess"):
                     inputs[key] = preprocessor(raws, train=train)
+                _check_rows(inputs[key], len(raws), f"key {key!r}: preprocess of {origin}")
             else:
                 inputs[key] = {}
         return Batch(size=len(samples), inputs=inputs, present=present)
@@ -192,6 +193,27 @@ def _as_data_error(named: str, origin: str, method: str) -> Iterator[None]:
         raise DataError(
             f"{named}: {method} of {origin} raised {type(exc).__name__}: {bounded(str(exc))}"
         ) from exc
+
+
+def _check_rows(inputs: object, count: int, who: str) -> None:
+    """What a preprocessor returns is ``{name: Tensor}``, each tensor with one row per value
+    it was given (the leading ``n`` that modality dropout and the scatter back into batch
+    order index): a plugin's bug, named here rather than as an ``IndexError`` later."""
+    if not isinstance(inputs, Mapping):
+        raise ComponentError(
+            f"{who} returned {type(inputs).__name__}, not a dict of tensors ({{name: Tensor}})"
+        )
+    for name, tensor in inputs.items():
+        if not isinstance(tensor, Tensor):
+            raise ComponentError(
+                f"{who} returned {type(tensor).__name__} for {brief(name)}, not a Tensor"
+            )
+        if tensor.dim() == 0 or tensor.shape[0] != count:
+            raise ComponentError(
+                f"{who} returned {brief(name)} of shape {tuple(tensor.shape)} for {count} "
+                f"value(s): every tensor preprocess returns has a leading dimension n = {count}, "
+                "one row per value"
+            )
 
 
 def _origin(spec: ComponentSpec) -> str:
@@ -245,12 +267,22 @@ class LoadedBatch:
         targets: stacked targets, or None for unlabelled data.
         indices: the manifest row index (0-based) of each sample of ``batch``.
         skipped: rows of this batch that were left out.
+        broken: a component's violation of its interface found while collating (a worker
+            returns it rather than raising, so that it arrives without a worker traceback).
     """
 
     batch: Batch | None
     targets: Tensor | None
     indices: list[int]
     skipped: list[Skipped] = field(default_factory=list)
+    broken: ComponentError | None = None
+
+    def raise_fatal(self) -> None:
+        """Raise what makes this batch fatal: a broken component, else the first row error
+        that ``on_error="raise"`` makes fatal."""
+        if self.broken is not None:
+            raise self.broken
+        raise_fatal(self.skipped)
 
 
 class ManifestDataset(Dataset[Example | Skipped]):
@@ -389,13 +421,16 @@ class Collate:
         examples = [item for item in items if isinstance(item, Example)]
         skipped = [item for item in items if isinstance(item, Skipped)]
         try:
-            batch = self._collate(examples)
-        except DataError:
-            if self.rows is None:
-                raise
-            examples, refused = self._find_refused(examples)
-            skipped += refused
-            batch = self._collate(examples)
+            try:
+                batch = self._collate(examples)
+            except DataError:
+                if self.rows is None:
+                    raise
+                examples, refused = self._find_refused(examples)
+                skipped += refused
+                batch = self._collate(examples)
+        except ComponentError as exc:
+            return LoadedBatch(None, None, [], skipped, broken=exc)
         if batch is None:
             return LoadedBatch(None, None, [], skipped)
         targets = None

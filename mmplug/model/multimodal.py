@@ -175,7 +175,7 @@ class MultimodalModel(nn.Module):
                 features[key] = EncoderOutput(pooled)
                 continue
             out = encoder(batch.inputs[key])
-            _check_encoder_output(key, encoder, out, count)
+            _check_encoder_output(self.named(encoder, key), encoder, out, count)
             features[key] = _scatter(out, present, batch.size)
         return features
 
@@ -194,11 +194,20 @@ class MultimodalModel(nn.Module):
         expected = (batch.size, self.fusion.output_dim)
         if not isinstance(fused, Tensor) or tuple(fused.shape) != expected:
             got = tuple(fused.shape) if isinstance(fused, Tensor) else type(fused).__name__
-            raise ComponentError(
-                f"fusion {type(self.fusion).__name__} returned {got}, expected {expected}"
-            )
+            raise ComponentError(f"{self.named(self.fusion)} returned {got}, expected {expected}")
         logits = fused if self.late else self.head(fused)
         return ModelOutput(logits, fused, features, unimodal, batch.present)
+
+    def named(self, module: nn.Module, key: str | None = None) -> str:
+        """How errors name the encoder of ``key`` (or the fusion): ``encoder 'bert' of key
+        'text' (mmplug-text 0.1.0, BertEncoder)`` when built by name, else by class."""
+        kind = "fusion" if key is None else f"encoder of key {key!r}"
+        where = type(module).__name__
+        if self.resolved is not None:
+            spec = (self.resolved.fusion if key is None else self.resolved.encoders[key]).spec
+            kind = f"{spec.kind} {spec.name!r}" + ("" if key is None else f" of key {key!r}")
+            where = f"{spec.distribution} {spec.version}, {where}"
+        return f"{kind} ({where})"
 
     def unimodal_losses(self, output: ModelOutput, targets: Tensor) -> dict[str, Tensor]:
         """Each unimodal head's loss over the samples that had its key (as the model saw
@@ -290,15 +299,12 @@ def drop_modalities(batch: Batch, probability: float) -> Batch:
     return Batch(size=batch.size, inputs=inputs, present=present_after)
 
 
-def _check_encoder_output(key: str, encoder: Encoder, out: object, count: int) -> None:
-    name = type(encoder).__name__
+def _check_encoder_output(who: str, encoder: Encoder, out: object, count: int) -> None:
     if not isinstance(out, EncoderOutput):
-        raise ComponentError(
-            f"encoder {key!r} ({name}) returned {type(out).__name__}, not EncoderOutput"
-        )
+        raise ComponentError(f"{who} returned {type(out).__name__}, not EncoderOutput")
     if tuple(out.pooled.shape) != (count, encoder.output_dim):
         raise ComponentError(
-            f"encoder {key!r} ({name}) returned pooled of shape {tuple(out.pooled.shape)}, "
+            f"{who} returned pooled of shape {tuple(out.pooled.shape)}, "
             f"expected ({count}, {encoder.output_dim}) (present samples, output_dim)"
         )
 

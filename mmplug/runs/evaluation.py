@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mmplug.data.pipeline import LoadedBatch, Skipped, raise_fatal
+from mmplug.data.pipeline import LoadedBatch, Skipped
 from mmplug.errors import MmplugError
 from mmplug.model.devices import autocast
 from mmplug.model.interfaces import Head
@@ -65,7 +65,7 @@ def batches(
         DataError: a row could not be read and ``on_error`` is ``raise``.
     """
     for loaded in loader:
-        raise_fatal(loaded.skipped)
+        loaded.raise_fatal()
         skipped.extend(loaded.skipped)
         if loaded.batch is None:
             continue

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from mmplug.data.manifest import read_labelled_manifest, read_manifest
-from mmplug.data.pipeline import ManifestDataset, Pipeline, make_loader, raise_fatal
+from mmplug.data.pipeline import ManifestDataset, Pipeline, make_loader
 from mmplug.errors import DataError, MmplugError
 from mmplug.model.checkpoint import load_model
 from mmplug.model.config import load_config
@@ -149,7 +149,7 @@ class Predictor:
             return {"row": line, **{column: row.get(column) for column in keep}}
 
         for loaded in loader:
-            raise_fatal(loaded.skipped)
+            loaded.raise_fatal()
             results: dict[int, dict[str, Any]] = {}
             for skipped in loaded.skipped:
                 results[skipped.row] = {**kept(skipped.row), "error": skipped.error}

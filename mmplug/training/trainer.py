@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmplug.data.pipeline import ManifestDataset, Skipped, make_loader, raise_fatal
+from mmplug.data.pipeline import ManifestDataset, Skipped, make_loader
 from mmplug.errors import MmplugError
 from mmplug.model.checkpoint import WEIGHTS_FILE, save_model, verify_saved
 from mmplug.model.devices import autocast
@@ -341,7 +341,7 @@ class Trainer:
         counts: dict[str, int] = {}
         with self.reporter.bar(f"epoch {epoch}/{self.epochs}", batches) as advance:
             for index, loaded in enumerate(loader):
-                raise_fatal(loaded.skipped)
+                loaded.raise_fatal()
                 self._note_skipped(loaded.skipped)
                 group_start = index - index % accumulation
                 group_size = min(accumulation, batches - group_start)
