@@ -27,7 +27,11 @@ def register_commands(cli: Any) -> None:
         "modalities, train a fused model and one model per modality, print test accuracy.",
     )
     command.add_argument("--out", default="runs/demo", metavar="DIR", help="default: runs/demo")
-    command.add_argument("--fusion", default="concat", help="the fusion to use (default: concat)")
+    command.add_argument(
+        "--fusion",
+        default="mmplug-fusion:concat",
+        help="the registered fusion to use, bare or dist:name (default: mmplug-fusion:concat)",
+    )
     command.add_argument("--epochs", type=_positive, help="epochs per model (default: the demo's)")
     command.set_defaults(run=_run)
 

@@ -7,14 +7,17 @@ late average of the single-modality models. Everything runs offline: the
 text encoder is a from-scratch BERT whose WordPiece vocabulary is fitted on the captions, the
 image encoder a ResNet-18 with random weights, the audio encoder ``mel-cnn``.
 
-The components are named in configs like any user's (``bert``, ``resnet18``, ``mel-cnn``, a
-fusion), through mmplug's public API only; the demo needs ``mmplug-text``, ``mmplug-image``,
-``mmplug-audio`` and ``mmplug-fusion`` installed.
+The components are named in configs like any user's, through mmplug's public API only, and
+by qualified name (``mmplug-text:bert``, ``mmplug-image:resnet18``, ``mmplug-audio:mel-cnn``,
+``mmplug-fusion:concat``, ``mmplug:classification``), so that another installed plugin that
+registers one of those names too changes nothing; the demo needs ``mmplug-text``,
+``mmplug-image``, ``mmplug-audio`` and (for its default fusion) ``mmplug-fusion`` installed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -31,10 +34,10 @@ KEYS = ("audio", "image", "text")
 #: Side of the generated images, and of the crop the ResNet sees (no resizing).
 IMAGE_SIZE = 32
 ENCODERS: dict[str, dict[str, Any]] = {
-    "text": {"name": "bert", "size": "bert-tiny", "vocab_size": 400, "max_length": 24},
-    "image": {"name": "resnet18", "image_size": IMAGE_SIZE},
+    "text": {"name": "mmplug-text:bert", "size": "bert-tiny", "vocab_size": 400, "max_length": 24},
+    "image": {"name": "mmplug-image:resnet18", "image_size": IMAGE_SIZE},
     "audio": {
-        "name": "mel-cnn",
+        "name": "mmplug-audio:mel-cnn",
         "max_seconds": 0.5,
         "n_mels": 32,
         "channels": [16, 32, 64],
@@ -42,7 +45,8 @@ ENCODERS: dict[str, dict[str, Any]] = {
     },
 }
 COLUMNS = {"text": "caption", "image": "image", "audio": "audio"}
-PLUGINS = "mmplug-text, mmplug-image, mmplug-audio and mmplug-fusion"
+#: The default fusion; ``--fusion`` takes any registered one, bare or qualified.
+FUSION = "mmplug-fusion:concat"
 #: Marks a folder the demo wrote, so that it replaces that folder and nothing else.
 MARKER = ".mmplug-demo"
 #: Samples per split.
@@ -57,7 +61,7 @@ def demo_config(
         "model": {
             "encoders": {key: ENCODERS[key] for key in keys},
             "fusion": {"name": fusion, "dim": 64},
-            "head": {"name": "classification", "hidden_dims": [64]},
+            "head": {"name": "mmplug:classification", "hidden_dims": [64]},
         },
         "data": {
             "train": str(data / "train.jsonl"),
@@ -73,7 +77,7 @@ def demo_config(
 def run_demo(
     out: str | Path = "runs/demo",
     *,
-    fusion: str = "concat",
+    fusion: str = FUSION,
     epochs: int = 5,
     sizes: dict[str, int] | None = None,
     seed: int = 0,
@@ -97,10 +101,7 @@ def run_demo(
     reporter = reporter or Reporter()
     out = Path(out)
     config = demo_config(KEYS, out / "data", fusion=fusion, epochs=epochs, seed=seed)
-    try:  # before anything is written: are the plugins there?
-        mmplug.validate(config, registry=registry)
-    except ConfigError as exc:
-        raise ConfigError(f"the demo needs {PLUGINS} installed: {exc}") from exc
+    _check_plugins(config, registry)  # before anything is written
     _clear(out)
     sizes = {**SIZES, **(sizes or {})}
     reporter.log(f"writing the dataset ({', '.join(f'{n} {s}' for s, n in sizes.items())})")
@@ -122,6 +123,30 @@ def run_demo(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     reporter.log(f"done in {report['seconds']:.0f} s")
     return report
+
+
+def _check_plugins(config: dict[str, Any], registry: Registry | None) -> None:
+    """The config validates, or a clear error: the distributions its qualified names need and
+    the registry lacks (the packages to install), else the config's own problems."""
+    try:
+        mmplug.validate(config, registry=registry)
+    except ConfigError as exc:
+        have = registry if registry is not None else mmplug.load_plugins().registry
+        installed = {_normal(spec.distribution) for spec in have.components()}
+        model = config["model"]
+        named = [*model["encoders"].values(), model["fusion"], model["head"]]
+        needed = dict.fromkeys(e["name"].rpartition(":")[0] for e in named if ":" in e["name"])
+        missing = sorted(name for name in needed if _normal(name) not in installed)
+        if missing:
+            raise ConfigError(
+                f"the demo needs {', '.join(missing)} installed (pip install {' '.join(missing)}): "
+                f"{exc}"
+            ) from exc
+        raise
+
+
+def _normal(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 def _clear(out: Path) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+import mmplug
 from mmplug import ConfigError, MmplugError, Reporter
 from mmplug.plugins.loading import load_plugins
-from mmplug_demo.run import run_demo
+from mmplug_demo.run import FUSION, KEYS, demo_config, run_demo
 
 
 @pytest.mark.slow
@@ -58,7 +59,7 @@ def test_a_small_demo_writes_runs_report_and_table(
         "report.json",
     }
     assert json.loads((out / "report.json").read_text()) == report
-    assert report["sizes"] == sizes and report["fusion"] == "concat"
+    assert report["sizes"] == sizes and report["fusion"] == "mmplug-fusion:concat"
     assert (out / "fused" / "best" / "fitted" / "text").is_dir()  # the fitted vocabulary
     printed = capsys.readouterr().out
     assert "late average" in printed and "image only" in printed
@@ -80,6 +81,49 @@ def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
 
 def test_the_demo_names_the_plugins_it_needs(tmp_path: Path) -> None:
     core_only = load_plugins(entry_points=False).registry
-    with pytest.raises(ConfigError, match="the demo needs mmplug-text, mmplug-image"):
+    with pytest.raises(
+        ConfigError,
+        match="the demo needs mmplug-audio, mmplug-fusion, mmplug-image, mmplug-text installed",
+    ):
         run_demo(tmp_path / "demo", registry=core_only, reporter=Reporter(quiet=True))
+    assert not (tmp_path / "demo").exists()
+
+
+@mmplug.hookimpl
+def register_fusions(register: mmplug.RegisterFn) -> None:
+    register("concat", "lookalike.fusion:Concat")
+
+
+@mmplug.hookimpl
+def register_encoders(register: mmplug.RegisterFn) -> None:
+    register("bert", "lookalike.encoder:Bert", modality="text")
+    register("resnet18", "lookalike.encoder:ResNet", modality="image")
+
+
+@mmplug.hookimpl
+def register_heads(register: mmplug.RegisterFn) -> None:
+    register("classification", "lookalike.head:Head")
+
+
+def test_a_plugin_registering_the_same_names_changes_nothing(tmp_path: Path) -> None:
+    """The demo names its components by distribution: another installed plugin with a
+    ``concat``, ``bert``, ``resnet18`` and ``classification`` of its own is no ambiguity,
+    and a bare name the user gives that is ambiguous gets the registry's error, not a claim
+    that the demo's packages are missing."""
+    host = load_plugins()
+    record = host.add(sys.modules[__name__], name="lookalike", distribution="mmplug-lookalike")
+    assert record.status == "loaded", record.error
+    config = demo_config(KEYS, tmp_path / "data", fusion=FUSION, epochs=1, seed=0)
+    resolved = mmplug.validate(config, registry=host.registry)
+    assert {c.spec.distribution for c in resolved.encoders.values()} == {
+        "mmplug-audio",
+        "mmplug-image",
+        "mmplug-text",
+    }
+    assert resolved.fusion.spec.distribution == "mmplug-fusion"
+    with pytest.raises(ConfigError) as raised:
+        run_demo(tmp_path / "demo", fusion="concat", registry=host.registry)
+    message = str(raised.value)
+    assert "registered by mmplug-fusion" in message and "mmplug-lookalike" in message
+    assert "needs" not in message
     assert not (tmp_path / "demo").exists()
