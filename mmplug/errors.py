@@ -122,6 +122,19 @@ def brief(value: Any) -> str:
         return f"<a {type(value).__name__} too large to print>"
 
 
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` (``Type`` alone when the message is empty), for a message naming
+    what another party's code raised: its ``__str__`` may itself raise, and that must not
+    replace the report of the first error."""
+    try:
+        text = str(exc)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as failure:
+        text = f"<str() raised {type(failure).__name__}>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def bounded(text: str, limit: int = 300) -> str:
     """``text`` cut to ``limit`` characters, saying how long it was."""
     if len(text) <= limit:

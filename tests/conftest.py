@@ -81,6 +81,15 @@ def heads(*names: str) -> Plugin:
 
 FakeDist = Callable[..., str]
 
+#: A plugin module registering one encoder (a lazy factory, never built), for fake_dist.
+GOOD = """
+import mmplug
+
+@mmplug.hookimpl
+def register_encoders(register):
+    register("char-cnn", "somewhere.lazy:CharCNN", modality="text", summary="chars")
+"""
+
 
 @pytest.fixture
 def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDist]:
@@ -135,10 +144,11 @@ def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-def cli(site: Path, *args: str | bytes, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``mmplug ARGS`` in a child process that discovers only the plugins in ``site``."""
+def cli(site: Path, *args: str | bytes, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``mmplug ARGS`` in a child process that discovers only the plugins in ``site`` (and
+    selects only toy-plugin), with ``env`` on top."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
-    environ |= {"MMPLUG_LOAD_PLUGINS": "toy-plugin", "PYTHONPATH": str(site)}
+    environ |= {"MMPLUG_LOAD_PLUGINS": "toy-plugin", "PYTHONPATH": str(site), **env}
     return subprocess.run(
         [sys.executable, "-m", "mmplug", *args],
         capture_output=True,

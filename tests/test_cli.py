@@ -47,14 +47,13 @@ model:
 """
 
 
-#: The fake distributions these tests create. Only they are selected, so that the plugins
-#: installed in the environment (this repository's own) don't change what the CLI prints.
-FAKE = "acme-nlp,acme-broken,acme-future"
-
-
 def run(*args: str, site: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """``mmplug ARGS`` with only the fake distributions in ``site`` selected, so that the
+    plugins installed in the environment (this repository's own) don't change what it prints
+    (and a name selected that is not installed, a warning, is never one by accident)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
-    environ["MMPLUG_LOAD_PLUGINS"] = FAKE
+    fakes = sorted(info.name.split("-")[0] for info in Path(site or ".").glob("*.dist-info"))
+    environ["MMPLUG_LOAD_PLUGINS"] = ",".join(fakes) if site else ""
     environ.update(env)
     if site:
         environ["PYTHONPATH"] = site

@@ -14,15 +14,7 @@ from mmplug.errors import PluginLoadError
 from mmplug.plugins.host import PluginHost
 from mmplug.plugins.loading import discover, load_plugins
 
-from .conftest import FakeDist, heads
-
-GOOD = """
-import mmplug
-
-@mmplug.hookimpl
-def register_encoders(register):
-    register("char-cnn", "somewhere.lazy:CharCNN", modality="text", summary="chars")
-"""
+from .conftest import GOOD, FakeDist, heads
 
 HOOK_RAISES = """
 import mmplug

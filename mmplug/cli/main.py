@@ -2,7 +2,8 @@
 
 Plugins load before parsing because they may add commands (``register_commands``, as
 ``mmplug demo`` of mmplug-demo does). Every command gets the one loaded host as
-``args.host``.
+``args.host``; it is also the process-wide :func:`~mmplug.plugins.loading.default_host`
+while the command runs, so that plugins load, and their failures are reported, once.
 
 Exit codes: 0 success; 2 a user error (unknown name, invalid config, bad arguments, a broken
 plugin in strict mode), printed as one message without a traceback. Anything else is a bug
@@ -21,7 +22,7 @@ from mmplug.cli.listing import add_listing_commands
 from mmplug.cli.running import add_running_commands
 from mmplug.errors import MmplugError, MmplugWarning
 from mmplug.plugins.host import PluginHost
-from mmplug.plugins.loading import env_flag, load_plugins
+from mmplug.plugins.loading import as_default_host, env_flag, load_plugins
 from mmplug.version import __version__
 
 USER_ERROR = 2
@@ -41,9 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "reports_plugins", False):
             for record in host.failures:
                 warn(f"{record.failure()}; see 'mmplug plugins'")
-        for problem in problems:
+        for problem in host.problems + problems:
             warn(problem)
-        result: int = args.run(args)
+        with as_default_host(host):  # the public functions a plugin may call use it too
+            result: int = args.run(args)
         return result
     except MmplugError as exc:
         if env_flag("MMPLUG_DEBUG"):

@@ -3,9 +3,10 @@ record of what happened to each plugin.
 
 Each plugin is added on its own: imported, registered with pluggy, and its hooks called for
 it alone, with a ``register`` callback that knows which distribution is calling. That is what
-lets a failure stay with its plugin: an import error, a hook that raises or a contract
-violation marks that plugin failed, rolls back whatever it had registered, and every other
-plugin still loads. In strict mode the first failure raises :class:`PluginLoadError`.
+lets a failure stay with its plugin: an import error, a hook that raises (``SystemExit``
+and any other ``BaseException`` included; only ``KeyboardInterrupt`` goes through) or a
+contract violation marks that plugin failed, rolls back whatever it had registered, and every
+other plugin still loads. In strict mode the first failure raises :class:`PluginLoadError`.
 Which plugins are added, and in what order, is :mod:`mmplug.plugins.loading`'s business.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 import pluggy
 
-from mmplug.errors import PluginLoadError
+from mmplug.errors import PluginLoadError, describe_exception
 from mmplug.plugins import hookspecs
 from mmplug.plugins.registry import Registry
 
@@ -107,6 +108,10 @@ class PluginHost:
         self.manager.add_hookspecs(hookspecs)
         self.registry = Registry()
         self.records: list[PluginRecord] = []
+        #: What went wrong in loading that is no one plugin's failure, one line each: a
+        #: name in MMPLUG_DISABLE_PLUGINS that is not installed, a distribution whose entry
+        #: points can't be read.
+        self.problems: list[str] = []
 
     def add(
         self,
@@ -155,8 +160,11 @@ class PluginHost:
             )
         try:
             self.manager.register(plugin, name=plugin_id)
-        except Exception as exc:  # pluggy's validation errors and ValueError for a duplicate
-            return self._fail(record, plugin_id, f"could not be registered: {exc}", exc)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # pluggy's validation errors, or the plugin's own code
+            message = f"could not be registered: {describe_exception(exc)}"
+            return self._fail(record, plugin_id, message, exc)
         unknown = self._unknown_hooks(plugin)
         if unknown:
             return self._fail(record, plugin_id, unknown, None)
@@ -171,10 +179,11 @@ class PluginHost:
             call = self.manager.subset_hook_caller(hook_name, remove_plugins=others)
             try:
                 call(register=register)
-            except Exception as exc:
-                return self._fail(
-                    record, plugin_id, f"{hook_name} raised {type(exc).__name__}: {exc}", exc
-                )
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: a plugin can't end the program
+                message = f"{hook_name} raised {describe_exception(exc)}"
+                return self._fail(record, plugin_id, message, exc)
         record.components = [
             f"{spec.kind}:{spec.name}"
             for spec in self.registry.components()
@@ -248,12 +257,14 @@ class PluginHost:
         """
         try:
             plugin = import_target(target)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a plugin can't end the program
             record = PluginRecord(name, distribution, version, target)
             self.records.append(record)
             # Nothing was registered yet, so nothing to roll back (and a rollback by id would
             # hit another plugin loaded under the same id).
-            return self._reject(record, f"failed to import: {type(exc).__name__}: {exc}", exc)
+            return self._reject(record, f"failed to import: {describe_exception(exc)}", exc)
         return self.add(
             plugin, name=name, distribution=distribution, version=version, module=target
         )
@@ -286,15 +297,16 @@ class PluginHost:
             parsers, listed = dict(cli._name_parser_map), list(cli._choices_actions)
             try:
                 call(cli=cli)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: a plugin can't end the program
                 cli._name_parser_map.clear()
                 cli._name_parser_map.update(parsers)
                 cli._choices_actions[:] = listed
                 record = next(r for r in self.records if r.plugin_id == plugin_id)
                 problems.append(
                     f"plugin {record.name!r} ({record.distribution} {record.version}): its "
-                    f"commands are left out: register_commands raised {type(exc).__name__}: "
-                    f"{exc}"
+                    f"commands are left out: register_commands raised {describe_exception(exc)}"
                 )
                 if self.strict:
                     raise PluginLoadError(problems[-1]) from exc

@@ -9,6 +9,8 @@ Environment:
     MMPLUG_LOAD_PLUGINS: comma-separated distributions (or entry-point names) to load; set
         but empty loads none. Core's own components always load.
     MMPLUG_DISABLE_PLUGINS: comma-separated distributions (or entry-point names) to skip.
+        A name in either that no installed plugin has is a problem the host records (with a
+        close match), not silence.
     MMPLUG_STRICT_PLUGINS: ``1`` to raise :class:`PluginLoadError` on the first failure.
 
 Nothing here imports torch: loading plugins only imports their (cheap) entry-point modules.
@@ -16,13 +18,15 @@ Nothing here imports torch: loading plugins only imports their (cheap) entry-poi
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import difflib
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from mmplug.errors import MmplugWarning, PluginLoadError, describe_exception
 from mmplug.plugins.host import PluginHost
 from mmplug.plugins.registry import Registry, normalize_distribution
 from mmplug.version import __version__
@@ -50,11 +54,17 @@ class EntryPointPlugin:
     version: str
 
 
-def discover(path: Sequence[str] | None = None) -> list[EntryPointPlugin]:
+def discover(
+    path: Sequence[str] | None = None, *, problems: list[str] | None = None
+) -> list[EntryPointPlugin]:
     """Find every entry point in the ``mmplug`` group, without importing anything.
+
+    Never raises for a damaged distribution (an ``entry_points.txt`` that can't be parsed):
+    it is left out, so that it can't stop the ``mmplug`` command or a pytest session.
 
     Args:
         path: directories to search instead of ``sys.path`` (tests use fake distributions).
+        problems: where to add one line per damaged distribution that declares plugins.
 
     Returns:
         One entry per entry point, sorted by distribution then name; a distribution found
@@ -68,10 +78,19 @@ def discover(path: Sequence[str] | None = None) -> list[EntryPointPlugin]:
     seen: set[str] = set()
     found: list[EntryPointPlugin] = []
     for dist in dists:
-        entry_points = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+        try:
+            entry_points = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+            dist_name = (dist.metadata["Name"] or "unknown") if entry_points else ""
+        except Exception as exc:
+            if problems is not None and _declares_plugins(dist):
+                where = getattr(dist, "_path", None) or "a distribution"
+                problems.append(
+                    f"{where}: its entry points can't be read ({describe_exception(exc)}); "
+                    "its plugins are not loaded"
+                )
+            continue
         if not entry_points:
             continue
-        dist_name = dist.metadata["Name"] or "unknown"
         if normalize_distribution(dist_name) in seen:
             continue
         seen.add(normalize_distribution(dist_name))
@@ -88,10 +107,44 @@ def discover(path: Sequence[str] | None = None) -> list[EntryPointPlugin]:
     return sorted(found, key=lambda p: (normalize_distribution(p.distribution), p.name))
 
 
+def _declares_plugins(dist: importlib.metadata.Distribution) -> bool:
+    """Whether a distribution whose entry points can't be parsed has some in our group
+    (else its damage is someone else's concern)."""
+    try:
+        return f"[{ENTRY_POINT_GROUP}]" in (dist.read_text("entry_points.txt") or "")
+    except Exception:  # not even text: say so rather than guess
+        return True
+
+
+def _parts(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 def _names(value: str | None) -> set[str] | None:
     if value is None:
         return None
-    return {normalize_distribution(part.strip()) for part in value.split(",") if part.strip()}
+    return {normalize_distribution(part) for part in _parts(value)}
+
+
+def _unknown_names(environ: Mapping[str, str], plugins: Sequence[EntryPointPlugin]) -> list[str]:
+    """One line per name that MMPLUG_LOAD_PLUGINS or MMPLUG_DISABLE_PLUGINS gives and no
+    installed plugin has: a typo would otherwise select, or skip, nothing without a word."""
+    known = {CORE_DISTRIBUTION: CORE_DISTRIBUTION}
+    for plugin in plugins:
+        known.setdefault(normalize_distribution(plugin.distribution), plugin.distribution)
+        known.setdefault(normalize_distribution(plugin.name), plugin.name)
+    problems = []
+    for variable in ("MMPLUG_LOAD_PLUGINS", "MMPLUG_DISABLE_PLUGINS"):
+        given: dict[str, str] = {}  # each name once, as first spelt
+        for name in _parts(environ.get(variable, "")):
+            given.setdefault(normalize_distribution(name), name)
+        for normal, name in given.items():
+            if normal in known:
+                continue
+            close = difflib.get_close_matches(normal, known, n=1)
+            hint = f" (did you mean {known[close[0]]}?)" if close else ""
+            problems.append(f"{variable} names {name}, which is not an installed plugin{hint}")
+    return problems
 
 
 def _matches(plugin: EntryPointPlugin, names: set[str]) -> bool:
@@ -115,8 +168,13 @@ def load_plugins(
         path: where to look for distributions instead of ``sys.path``.
         environ: the environment to read ``MMPLUG_*`` settings from (default ``os.environ``).
 
+    Returns:
+        The host: a record per plugin, and in ``problems`` what went wrong that is no one
+        plugin's (a name in ``MMPLUG_DISABLE_PLUGINS`` that is not installed).
+
     Raises:
-        PluginLoadError: a plugin failed and ``MMPLUG_STRICT_PLUGINS`` is set.
+        PluginLoadError: a plugin failed (or a distribution's entry points can't be read)
+            and ``MMPLUG_STRICT_PLUGINS`` is set.
     """
     env = os.environ if environ is None else environ
     host = PluginHost(strict=env_flag("MMPLUG_STRICT_PLUGINS", env))
@@ -125,9 +183,13 @@ def load_plugins(
             module_name, name=module_name, distribution=CORE_DISTRIBUTION, version=__version__
         )
     if entry_points:
+        found = discover(path, problems=host.problems)
+        if host.strict and host.problems:
+            raise PluginLoadError(host.problems[0])
+        host.problems += _unknown_names(env, found)
         selected = _names(env.get("MMPLUG_LOAD_PLUGINS"))
         disabled = _names(env.get("MMPLUG_DISABLE_PLUGINS")) or set()
-        for plugin in discover(path):
+        for plugin in found:
             status = None
             if _matches(plugin, disabled):
                 status = "disabled"
@@ -153,16 +215,42 @@ def load_plugins(
     return host
 
 
-@functools.cache
+_default_host: PluginHost | None = None
+
+
 def default_host() -> PluginHost:
     """The process-wide plugins, loaded on first use from the installed distributions.
 
-    A plugin that fails is reported once as a warning (and by ``mmplug plugins``).
+    Each plugin that fails, and each of the host's ``problems``, is reported once as an
+    :class:`~mmplug.errors.MmplugWarning` (which the ``mmplug`` command prints as
+    ``mmplug: warning: ...``). While a command of ``mmplug`` runs, this is the host it
+    loaded (see :func:`as_default_host`).
     """
-    host = load_plugins()
-    for record in host.failures:
-        warnings.warn(f"mmplug {record.failure()}; it is not loaded", stacklevel=2)
-    return host
+    global _default_host
+    if _default_host is None:
+        _default_host = load_plugins()
+        for record in _default_host.failures:
+            warnings.warn(f"{record.failure()}; it is not loaded", MmplugWarning, stacklevel=2)
+        for problem in _default_host.problems:
+            warnings.warn(problem, MmplugWarning, stacklevel=2)
+    return _default_host
+
+
+@contextlib.contextmanager
+def as_default_host(host: PluginHost) -> Iterator[PluginHost]:
+    """Make ``host`` what :func:`default_host` returns until the block ends.
+
+    The ``mmplug`` command runs its commands in one, with the host it loaded and reported
+    on: code that calls ``mmplug.train`` or ``mmplug.validate`` without a registry (a
+    plugin's command, say) uses those plugins, instead of loading them, and warning about
+    their failures, a second time.
+    """
+    global _default_host
+    previous, _default_host = _default_host, host
+    try:
+        yield host
+    finally:
+        _default_host = previous
 
 
 def default_registry() -> Registry:
