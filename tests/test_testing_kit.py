@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import enum
+import re
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 import mmplug
@@ -144,7 +147,7 @@ def _run(kit: Conformance, check_id: str) -> str:
             "encoder 'batch-norm' (acme-broken 0.1): sample 0 alone differs from it in a batch",
         ),
         ("encoder:batch-norm:gradients", "no gradient reached 2 trainable parameter(s): unused."),
-        ("fusion:leaky:absent_has_no_influence", "filling absent rows, their masks and padded"),
+        ("fusion:leaky:absent_has_no_influence", "nan in the absent rows of modality 'a'"),
         ("fusion:leaky:all_absent_finite", None),
         ("modality:lax:rejects_bad_values", "raised TypeError"),
     ],
@@ -223,8 +226,8 @@ def test_a_plugin_test_file_is_a_few_lines(
         """
     )
     result = pytester.runpytest_subprocess("-q", "-k", "not freeze")
-    # 2 modalities x 4 checks + 2 encoders x 9 + 1 fusion x 9; the toy encoders have no freeze
-    result.assert_outcomes(passed=33, deselected=2)
+    # 2 modalities x 4 checks + 2 encoders x 9 + 1 fusion x 10; the toy encoders have no freeze
+    result.assert_outcomes(passed=34, deselected=2)
 
 
 # -- a component that breaks the interface fails by name, not with a stray exception ----------
@@ -389,8 +392,6 @@ class WrongTask(mmplug.Head):
 
 
 def _stricter_kit(toy_plugin: ModuleType) -> Conformance:
-    from pydantic import Field
-
     class WidthParams(mmplug.Params):
         width: int = Field(default=3)
 
@@ -478,3 +479,211 @@ def test_an_entry_point_that_imports_torch_or_does_not_load_fails(fake_dist: Any
     broken = fake_dist("mmplug-broken", "1.0", "import json\n")
     with pytest.raises(AssertionError, match="implements no mmplug hook"):
         check_imports_no_torch(broken)
+
+
+# -- the variants the kit makes, and reports that name the first violation --------------------
+
+
+class PoolParams(mmplug.Params):
+    pooling: Literal["max", "mean"] = Field(default="max", description="How tokens are pooled.")
+
+
+class PoolingFusion(Fusion):
+    """Pools each modality's tokens and sums the present ones' projections. ``mean`` weights
+    tokens by their mask, and NaN padding times a zero weight is NaN: the default ``max``
+    passes every check, ``mean`` lets padding in."""
+
+    def __init__(self, input_dims: dict[str, int], pooling: str = "max") -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.output_dim = 2
+        self.project = nn.ModuleDict({k: nn.Linear(d, 2) for k, d in input_dims.items()})
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> Tensor:
+        out = torch.zeros(len(next(iter(present.values()))), 2)
+        for key in sorted(features):
+            here = present[key][:, None]
+            pooled = torch.where(here, self._pool(features[key], here), 0.0)
+            out = out + torch.where(here, self.project[key](pooled), 0.0)
+        return out
+
+    def _pool(self, feature: EncoderOutput, here: Tensor) -> Tensor:
+        if feature.tokens is None or feature.mask is None:
+            return feature.pooled
+        mask = (feature.mask & here)[..., None]
+        if self.pooling == "mean":
+            weights = mask.to(feature.tokens.dtype)
+            return (feature.tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return feature.tokens.masked_fill(~mask, float("-inf")).amax(1)
+
+
+class UngatedSecond(PoolingFusion):
+    """Gates every modality by ``present`` but its second: that one's absent rows leak in."""
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> Tensor:
+        out = torch.zeros(len(next(iter(present.values()))), 2)
+        for index, key in enumerate(sorted(features)):
+            here = present[key][:, None] | (index == 1)
+            out = out + torch.where(here, self.project[key](features[key].pooled), 0.0)
+        return out
+
+
+class EmptyMean(PoolingFusion):
+    """A learned offset plus the mean of the present modalities' projections: the offset
+    divided by 0 (NaN or inf) for a row with none."""
+
+    def __init__(self, input_dims: dict[str, int], pooling: str = "max") -> None:
+        super().__init__(input_dims, pooling)
+        self.offset = nn.Parameter(torch.zeros(2))
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> Tensor:
+        total = self.offset + sum(
+            torch.where(present[k][:, None], self.project[k](features[k].pooled), 0.0)
+            for k in sorted(features)
+        )
+        count = torch.stack([present[k] for k in sorted(features)]).sum(0)[:, None]
+        return total / count  # type: ignore[no-any-return]
+
+
+class Order(enum.Enum):
+    SORTED = "sorted"
+    GIVEN = "given"
+
+
+class ModeParams(mmplug.Params):
+    dim: int = Field(default=2, ge=1)
+    pooling: Literal["max", "mean", "sum"] = Field(default="max")
+    bias: bool = Field(default=True)
+    normalize: bool | None = Field(default=None)
+    scale: Annotated[Literal[1, 2] | None, Field(description="Annotated, optional.")] = 1
+    order: Order = Field(default_factory=lambda: Order.SORTED)
+    size: int | Literal["auto"] = Field(default="auto", description="Not every value listed.")
+
+    @model_validator(mode="after")
+    def _no_sum_with_bias(self) -> ModeParams:
+        if self.pooling == "sum" and self.bias:
+            raise ValueError("pooling: sum takes no bias")
+        return self
+
+
+def _variant_kit(toy_plugin: ModuleType, **kwargs: Any) -> Conformance:
+    host = make_toy_host(toy_plugin)
+    fusions: list[tuple[str, type[Fusion], type[mmplug.Params]]] = [
+        ("pool", PoolingFusion, PoolParams),
+        ("ungated", UngatedSecond, PoolParams),
+        ("empty-mean", EmptyMean, PoolParams),
+        ("modes", PoolingFusion, ModeParams),
+    ]
+    host.add(
+        Plugin(
+            register_fusions=[((name, cls), {"params": params}) for name, cls, params in fusions]
+        ),
+        name="broken",
+        distribution="acme-broken",
+        version="0.1",
+    )
+    return Conformance("acme-broken", registry=host.registry, **kwargs)
+
+
+def _outcomes(kit: Conformance, component: str) -> dict[str, str]:
+    """check id -> ``passed``, ``skipped`` or the failure's message, for one component."""
+    outcomes = {}
+    for check in kit.checks():
+        if check.id.split(":")[1].split("[")[0] != component:
+            continue
+        try:
+            check()
+        except AssertionError as exc:
+            outcomes[check.id] = str(exc)
+        except pytest.skip.Exception:
+            outcomes[check.id] = "skipped"
+        else:
+            outcomes[check.id] = "passed"
+    return outcomes
+
+
+def _failures(outcomes: dict[str, str]) -> dict[str, str]:
+    return {id: out for id, out in outcomes.items() if out not in ("passed", "skipped")}
+
+
+def test_a_mode_that_only_breaks_off_default_is_caught_and_named(toy_plugin: ModuleType) -> None:
+    outcomes = _outcomes(_variant_kit(toy_plugin), "pool")
+    assert "fusion:pool:absent_has_no_influence" in outcomes
+    [(check_id, message)] = _failures(outcomes).items()
+    assert check_id == "fusion:pool[pooling=mean]:absent_has_no_influence"
+    assert message.startswith(
+        "fusion 'pool' (acme-broken 0.1) with pooling=mean: with 2 modalities {'a': 3, 'b': 5}, "
+        "nan in the padded tokens of modality 'a' changed the output: "
+    )
+
+
+def test_a_leak_names_the_modality_and_a_finite_measure(toy_plugin: ModuleType) -> None:
+    failures = _failures(_outcomes(_variant_kit(toy_plugin), "ungated"))
+    assert set(failures) == {
+        "fusion:ungated:absent_has_no_influence",
+        "fusion:ungated[pooling=mean]:absent_has_no_influence",
+    }
+    message = failures["fusion:ungated:absent_has_no_influence"]
+    assert "nan in the absent rows of modality 'b' (pooled, tokens, mask) changed" in message
+    assert re.search(
+        r"changed the output: 4 entries are NaN/inf where the expected value is finite \(first "
+        r"at \(2, 0\): nan against -?\d\.\d+\); rows \[2, 3\] of 4$",
+        message,
+    ), message
+
+
+def test_nan_for_rows_with_nothing_present_fails_one_check(toy_plugin: ModuleType) -> None:
+    outcomes = _outcomes(_variant_kit(toy_plugin), "empty-mean")
+    failures = _failures(outcomes)
+    assert set(failures) == {
+        "fusion:empty-mean:all_absent_finite",
+        "fusion:empty-mean[pooling=mean]:all_absent_finite",
+    }
+    assert (
+        "all-absent rows of a batch with nothing present has 6 NaN/inf values of 6"
+        in (failures["fusion:empty-mean:all_absent_finite"])
+    )
+    assert outcomes["fusion:empty-mean:float64"] == "passed"
+    # its output is not finite, so neither are its gradients: finite ones are checked once fixed
+    assert outcomes["fusion:empty-mean:gradients"] == "skipped"
+
+
+def test_every_other_value_of_each_mode_param_is_a_variant(toy_plugin: ModuleType) -> None:
+    kit = _variant_kit(toy_plugin, variants={"modes": [{"dim": 3}, {"pooling": "mean"}]})
+    labels = [case.label for case in kit.cases() if case.spec.name == "modes"]
+    # one param changed at a time, after the defaults and the variants given; pooling=mean is
+    # given already, the params model refuses pooling=sum with bias, size lists no values
+    assert labels == [
+        "",
+        "dim=3",
+        "pooling=mean",
+        "bias=false",
+        "normalize=false",
+        "normalize=true",
+        "scale=2",
+        "scale=null",
+        "order=given",
+    ]
+    ids = {check.id for check in kit.checks()}
+    assert "fusion:modes[bias=false]:batch_independent" in ids
+    assert "fusion:modes[bias=false]:constructor_defaults" not in ids  # for the defaults only
+
+
+def test_skip_variants_opts_out_by_param_or_variant_and_never_goes_stale(
+    toy_plugin: ModuleType,
+) -> None:
+    for entry in ("pooling", "pooling=mean"):
+        kit = _variant_kit(toy_plugin, skip_variants={"pool": {entry: "needs a GPU"}})
+        skipped = {c.id: c.skip_reason for c in kit.checks() if c.skip_reason}
+        # one skipped test for the variant's checks, with the reason
+        assert skipped == {
+            "fusion:pool[pooling=mean]:opted_out": "fusion 'pool' (acme-broken 0.1) with "
+            "pooling=mean: opted out with skip_variants: needs a GPU"
+        }
+        assert not [c for c in kit.checks() if c.id.startswith("fusion:pool[pooling=mean]:f")]
+    with pytest.raises(LookupError, match=r"opts out of 'pooling=median', which is no variant"):
+        _variant_kit(toy_plugin, skip_variants={"pool": {"pooling=median": "?"}}).checks()
+    with pytest.raises(LookupError, match=r"makes for 'acme-broken:modes' \(it makes: pooling="):
+        _variant_kit(toy_plugin, skip_variants={"acme-broken:modes": {"dim": "?"}}).checks()
+    with pytest.raises(LookupError, match=r"names 'poool', .* \(did you mean 'pool'\?\)"):
+        _variant_kit(toy_plugin, skip_variants={"poool": {"pooling": "?"}}).checks()

@@ -19,8 +19,10 @@ A plugin's whole conformance test is a few lines::
 
 Each (component, params, check) is its own test, with an id such as
 ``encoder:tabular-mlp:batch_independent`` or, for a variant,
-``encoder:tabular-mlp[hidden_dims=[]]:batch_independent``, so ``pytest -k`` selects them. The
-distribution's entry-point modules are checked too (``plugin:tabular:imports_no_torch``).
+``encoder:tabular-mlp[hidden_dims=[]]:batch_independent``, so ``pytest -k`` selects them.
+Besides the variants given, the kit tries each other value of every ``Literal``, ``bool`` or
+``Enum`` param, one at a time (:mod:`mmplug.testing.variants`). The distribution's
+entry-point modules are checked too (``plugin:tabular:imports_no_torch``).
 A failing check raises ``AssertionError`` naming the component and what was expected against
 what was found. The checks themselves are in :mod:`mmplug.testing.checks`.
 
@@ -30,7 +32,6 @@ The kit is also a pytest plugin (entry point ``mmplug`` in group ``pytest11``, s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -63,8 +64,14 @@ class Conformance:
             different sizes (a short and a long text): batch independence is checked on them.
         params: component name -> params to build it with, on top of its defaults: required
             params, and small sizes that keep the checks fast.
-        variants: component name -> more param sets, each on top of ``params``; every check
-            runs once more per variant (the code paths other params take).
+        variants: component name -> more param sets, each on top of ``params``; the checks
+            run once more per variant (the code paths other params take). The kit makes one
+            variant per other value of each ``Literal``, ``bool`` or ``Enum`` param by itself
+            (:mod:`mmplug.testing.variants`); give here other values and combinations.
+        skip_variants: component name -> a param (each of its values) or one variant as its
+            test id writes it (``size=bert-base``) -> why the kit must not check it (it needs
+            the network, it builds a billion parameters); its checks are skipped with that
+            reason. An entry that matches no variant the kit makes is a ``LookupError``.
         bad_values: modality name -> values its loader must reject with ``DataError``, on top
             of an ``object()``, which every loader must reject.
         targets: head task -> ``make(outputs)`` returning targets for ``loss(outputs, ...)``,
@@ -80,6 +87,7 @@ class Conformance:
     samples: Mapping[str, SampleSource] = field(default_factory=dict)
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variants: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    skip_variants: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     bad_values: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     targets: Mapping[str, Callable[[Tensor], Tensor]] = field(default_factory=dict)
     skip: Mapping[str, str] = field(default_factory=dict)
@@ -112,22 +120,47 @@ class Conformance:
         return [s for s in specs if normalize_distribution(s.distribution) == wanted]
 
     def cases(self) -> list[Case]:
-        """Every component with each of its param sets: the defaults, then each variant."""
-        return [
-            Case(self, spec, dict(variant))
-            for spec in self.components()
-            for variant in [{}, *self._lookup(self.variants, spec, ())]
-        ]
+        """Every component with each of its param sets: the defaults, the variants given,
+        then the ones the kit makes (:mod:`mmplug.testing.variants`), with the author's
+        reason on those opted out of with ``skip_variants``.
+
+        Raises:
+            LookupError: an entry of ``skip_variants`` opts out of no variant the kit makes.
+        """
+        from mmplug.testing.variants import OptOuts, generated_variants
+
+        specs = self.components()
+        opt_outs = OptOuts(self.skip_variants)
+        found = []
+        for spec in specs:
+            given = [dict(variant) for variant in self._lookup(self.variants, spec, ())]
+            found += [Case(self, spec, variant) for variant in [{}, *given]]
+            found += [
+                Case(self, spec, variant, opted_out=opt_outs.reason(spec, variant))
+                for variant in generated_variants(spec, self.params_for(spec), given)
+            ]
+        opt_outs.check_all_used(specs)
+        return found
 
     def checks(self) -> list[Check]:
-        """Every check: (component, params, check) pairs, then the entry-point modules'."""
-        from mmplug.testing.checks import CHECKS, PLUGIN_CHECKS
+        """Every check: (component, params, check) pairs, then the entry-point modules'.
 
-        found = [
-            Check(case.id(name), _bind(function, case), case.skip_reason)
-            for case in self.cases()
-            for name, function in CHECKS[case.spec.kind].items()
-        ]
+        A variant runs every check but those of :data:`~mmplug.testing.checks.DEFAULTS_ONLY`;
+        one opted out of is a single skipped check, ``kind:name[variant]:opted_out``.
+        """
+        from mmplug.testing.checks import CHECKS, DEFAULTS_ONLY, PLUGIN_CHECKS
+
+        found = []
+        for case in self.cases():
+            if case.opted_out is not None:
+                reason = case.skip_reason or ""
+                found.append(Check(case.id("opted_out"), _bind(_skip, reason), reason))
+                continue
+            found += [
+                Check(case.id(name), _bind(function, case), case.skip_reason)
+                for name, function in CHECKS[case.spec.kind].items()
+                if not (case.variant and name in DEFAULTS_ONLY)
+            ]
         found += [
             Check(f"plugin:{entry}:{name}", _bind(function, module), None)
             for entry, module in self.entry_modules()
@@ -212,16 +245,20 @@ class Case:
         kit: the conformance run (samples, params, targets).
         spec: the registered component.
         variant: params on top of the kit's ``params`` for it ({} for the defaults).
+        opted_out: why the author does not have this variant checked (``skip_variants``).
     """
 
     kit: Conformance = field(repr=False)
     spec: ComponentSpec
     variant: Mapping[str, Any] = field(default_factory=dict)
+    opted_out: str | None = None
 
     @property
     def label(self) -> str:
-        """``dim=null,hidden_dims=[6]``: the variant as ids and messages show it."""
-        return ",".join(f"{k}={json.dumps(v, default=repr)}" for k, v in self.variant.items())
+        """``pooling=mean,dim=null,hidden_dims=[6]``: the variant as ids and messages show it."""
+        from mmplug.testing.variants import label
+
+        return label(self.variant)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -229,7 +266,7 @@ class Case:
         return {**self.kit.params_for(self.spec), **self.variant}
 
     def who(self) -> str:
-        """``encoder 'bert' (mmplug-text 0.1.0)``, plus ``with pooling="cls"`` for a variant:
+        """``encoder 'bert' (mmplug-text 0.1.0)``, plus ``with pooling=cls`` for a variant:
         how failures name the component."""
         spec = self.spec
         named = f"{spec.kind} {spec.name!r} ({spec.distribution} {spec.version})"
@@ -241,7 +278,11 @@ class Case:
 
     @property
     def skip_reason(self) -> str | None:
-        return self.kit.skip_reason(self.spec)
+        """The component's ``skip`` reason, else the variant's ``skip_variants`` one."""
+        skipped = self.kit.skip_reason(self.spec)
+        if skipped is None and self.opted_out is not None:
+            return f"{self.who()}: opted out with skip_variants: {self.opted_out}"
+        return skipped
 
 
 @dataclass(frozen=True)
@@ -250,7 +291,8 @@ class Check:
 
     Attributes:
         id: ``kind:name:check`` (``kind:name[variant]:check``, ``plugin:entry:check``), the
-            pytest id.
+            pytest id; ``kind:name[variant]:opted_out`` stands for the checks of a variant
+            opted out of (``skip_variants``), and skips when run.
         run: runs the check; raises ``AssertionError`` when it fails.
         skip_reason: why it is skipped, if it is.
     """
@@ -261,6 +303,12 @@ class Check:
 
     def __call__(self) -> None:
         self.run()
+
+
+def _skip(reason: str) -> None:
+    import pytest
+
+    pytest.skip(reason)
 
 
 def _bind(function: Callable[[Any], None], subject: Any) -> Callable[[], None]:

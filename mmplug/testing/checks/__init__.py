@@ -45,6 +45,7 @@ CHECKS: dict[str, dict[str, CaseCheck]] = dict(
             },
             {
                 "output_shape": fusion.check_fusion_output_shape,
+                "finite": fusion.check_fusion_finite,
                 "key_order": fusion.check_fusion_key_order,
                 "batch_independent": fusion.check_fusion_batch_independent,
                 "absent_has_no_influence": fusion.check_fusion_absent_has_no_influence,
@@ -65,9 +66,17 @@ CHECKS: dict[str, dict[str, CaseCheck]] = dict(
 for _checks in CHECKS.values():
     _checks.update(_EVERY_KIND)
 
+#: Checks that run for a component's defaults only, not again for each variant, and why.
+DEFAULTS_ONLY: dict[str, str] = {
+    "constructor_defaults": "it compares the factory's signature with the params model's "
+    "defaults, which no param set changes",
+    "deterministic": "a variant's batch_independent passes the same samples through eval mode "
+    "more than once, which shows any randomness",
+}
+
 #: check name -> check of an entry-point module (given by name).
 PLUGIN_CHECKS: dict[str, Callable[[str], None]] = {
     "imports_no_torch": plugin.check_imports_no_torch
 }
 
-__all__ = ["CHECKS", "PLUGIN_CHECKS"]
+__all__ = ["CHECKS", "DEFAULTS_ONLY", "PLUGIN_CHECKS"]

@@ -48,35 +48,92 @@ def build(
 
 
 def close(case: Case, what: str, got: Tensor, expected: Tensor, *, atol: float = ATOL) -> None:
-    """``torch.testing.assert_close`` with a message naming the component and the check;
-    integer and bool tensors must be equal."""
+    """``got`` equals ``expected`` up to float32 rounding, wherever ``expected`` is finite;
+    integer and bool tensors must be equal. A failure names the component and the check.
+
+    Entries where ``expected`` is NaN or inf are not compared: finiteness is what the finite
+    checks assert (``finite``, ``all_absent_finite``), and one bug fails one check.
+    """
     if not (got.is_floating_point() and expected.is_floating_point()):
         assert got.dtype == expected.dtype and torch.equal(got, expected), (
             f"{case.who()}: {what}: {got} against {expected}"
         )
         return
-    scale = float(expected.detach().abs().nan_to_num().max()) if expected.numel() else 0.0
-    try:
-        # NaN in the same places is the finite checks' business, not this check's
-        torch.testing.assert_close(
-            got, expected, rtol=RTOL, atol=atol + SCALE_TOL * scale, equal_nan=True
+    detail = difference(got, expected, atol=atol)
+    if detail is not None:
+        raise AssertionError(f"{case.who()}: {what}: {detail}")
+
+
+def difference(got: Tensor, expected: Tensor, *, atol: float = ATOL) -> str | None:
+    """None when ``got`` is close to ``expected`` wherever ``expected`` is finite, else how it
+    differs: how many entries, the largest difference among finite ones and where it is, and
+    how many are NaN/inf where ``expected`` is finite (never a "difference: nan")."""
+    if got.shape != expected.shape:
+        return f"shape {tuple(got.shape)} against {tuple(expected.shape)}"
+    got, expected = got.detach().cpu().double(), expected.detach().cpu().double()
+    reference = torch.isfinite(expected)
+    both = reference & torch.isfinite(got)
+    scale = float(expected[reference].abs().max()) if bool(reference.any()) else 0.0
+    tolerance = atol + SCALE_TOL * scale + RTOL * expected.abs()
+    gap = torch.where(both, (got - expected).abs(), 0.0)
+    far = both & (gap > tolerance)
+    lost = reference & ~torch.isfinite(got)  # NaN/inf here, a number there
+    if not (far.any() or lost.any()):
+        return None
+    parts = []
+    if far.any():
+        worst = _index(torch.where(far, gap, -1.0).argmax(), gap.shape)
+        parts.append(
+            f"{int(far.sum())} of {int(both.sum())} entries finite in both differ, by up to "
+            f"{float(gap[worst]):.4g} at {worst} ({float(got[worst]):.6g} against "
+            f"{float(expected[worst]):.6g}; tolerance {float(tolerance[worst]):.2g})"
         )
-    except AssertionError as exc:
-        raise AssertionError(f"{case.who()}: {what}\n{exc}") from None
+    if lost.any():
+        first = _index(lost.flatten().nonzero()[0, 0], lost.shape)
+        parts.append(
+            f"{int(lost.sum())} entries are NaN/inf where the expected value is finite "
+            f"(first at {first}: {float(got[first])} against {float(expected[first]):.6g})"
+        )
+    if far.dim() > 1:
+        parts.append(_rows(far | lost))
+    return "; ".join(parts)
+
+
+def _index(flat: Tensor, shape: torch.Size) -> tuple[int, ...]:
+    return tuple(int(i) for i in torch.unravel_index(flat, shape))
+
+
+def _rows(wrong: Tensor) -> str:
+    """``rows [1, 3] of 5``: the rows (first dimension) with a wrong entry."""
+    return f"rows {wrong.flatten(1).any(1).nonzero().flatten().tolist()} of {len(wrong)}"
 
 
 def finite(case: Case, what: str, tensor: Tensor) -> None:
-    bad = int((~torch.isfinite(tensor)).sum())
-    assert bad == 0, f"{case.who()}: {what} has {bad} NaN/inf values of {tensor.numel()}"
+    bad = ~torch.isfinite(tensor)
+    if not bool(bad.any()):
+        return
+    rows = f" ({_rows(bad)})" if tensor.dim() > 1 else ""
+    raise AssertionError(
+        f"{case.who()}: {what} has {int(bad.sum())} NaN/inf values of {tensor.numel()}{rows}"
+    )
 
 
 def backward(case: Case, module: nn.Module, loss: Tensor, what: str) -> None:
     """``loss.backward()`` and check that every trainable parameter got a finite gradient.
 
-    A component without trainable parameters has nothing to check.
+    A component without trainable parameters has nothing to check. A NaN/inf ``loss`` skips
+    the check: the gradients of a non-finite output say nothing more, and that output is
+    what the finite checks report (a head's ``loss`` check asserts a finite loss first).
     """
     if not any(p.requires_grad for p in module.parameters()):
         return
+    if not bool(torch.isfinite(loss.detach()).all()):
+        import pytest
+
+        pytest.skip(
+            f"{case.who()}: {what} is not finite (the finite checks report it), so its "
+            "gradients are not checked"
+        )
     assert loss.requires_grad, (
         f"{case.who()}: {what} is not differentiable (no grad_fn); expected gradients to reach "
         "its trainable parameters (a detach() or torch.no_grad() on the way?)"
