@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +27,19 @@ ROOT = Path(__file__).resolve().parent.parent
 # put the tests folder on sys.path by itself.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 _unique = itertools.count()
+
+# No test reads or writes the user's plugin snapshot (~/.cache/mmplug): every process of the
+# session, the `mmplug` subprocesses included, keeps its snapshot here.
+_SNAPSHOTS = tempfile.mkdtemp(prefix="mmplug-snapshots-")
+os.environ["MMPLUG_CACHE_DIR"] = _SNAPSHOTS
+atexit.register(shutil.rmtree, _SNAPSHOTS, ignore_errors=True)
+
+
+def environ_without_settings() -> dict[str, str]:
+    """``os.environ`` without the ``MMPLUG_*`` settings, for a child process that must not
+    see the caller's, but with the session's snapshot folder."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
+    return environ | {"MMPLUG_CACHE_DIR": _SNAPSHOTS}
 
 
 @pytest.fixture
@@ -147,7 +163,7 @@ def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cli(site: Path, *args: str | bytes, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """``mmplug ARGS`` in a child process that discovers only the plugins in ``site`` (and
     selects only toy-plugin), with ``env`` on top."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
+    environ = environ_without_settings()
     environ |= {"MMPLUG_LOAD_PLUGINS": "toy-plugin", "PYTHONPATH": str(site), **env}
     return subprocess.run(
         [sys.executable, "-m", "mmplug", *args],

@@ -12,7 +12,7 @@ import pytest
 
 import mmplug
 
-from .conftest import FakeDist
+from .conftest import FakeDist, environ_without_settings
 
 PLUGIN = """
 from pydantic import BaseModel, Field
@@ -51,7 +51,7 @@ def run(*args: str, site: str | None = None, **env: str) -> subprocess.Completed
     """``mmplug ARGS`` with only the fake distributions in ``site`` selected, so that the
     plugins installed in the environment (this repository's own) don't change what it prints
     (and a name selected that is not installed, a warning, is never one by accident)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
+    environ = environ_without_settings()
     fakes = sorted(info.name.split("-")[0] for info in Path(site or ".").glob("*.dist-info"))
     environ["MMPLUG_LOAD_PLUGINS"] = ",".join(fakes) if site else ""
     environ.update(env)
@@ -210,7 +210,6 @@ def test_validate_reports_every_error_and_exits_2(site: str, tmp_path: Path) -> 
 def test_info_params_with_computed_or_non_json_defaults() -> None:
     from pydantic import BaseModel, Field
 
-    from mmplug.cli.params import param_rows
     from mmplug.plugins.registry import ComponentSpec
 
     class Params(BaseModel):
@@ -219,7 +218,7 @@ def test_info_params_with_computed_or_non_json_defaults() -> None:
         scale: float = float("nan")
 
     spec = ComponentSpec("fusion", "f", "m:F", Params, "", None, "acme", "1", "acme:f")
-    rows = {row["name"]: row for row in param_rows(spec)}
+    rows = {row["name"]: row for row in spec.param_rows()}
     assert rows["b"]["default"] == "<computed from other params>"
     assert rows["scale"]["default"] == "nan"
     json.dumps(rows, allow_nan=False)
@@ -312,7 +311,7 @@ def test_param_types_read_as_a_user_writes_them() -> None:
 
     from pydantic import Field, PositiveInt
 
-    from mmplug.cli.params import type_name
+    from mmplug.plugins.params import type_name
 
     assert type_name(list[PositiveInt]) == "list[int]"
     assert type_name(Optional[Literal["base", "large"]]) == "'base' | 'large' | None"  # noqa: UP045

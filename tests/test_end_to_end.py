@@ -8,7 +8,6 @@ modalities; the tests then evaluate, predict, resume and load it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ import yaml
 import mmplug
 from mmplug_demo.dataset import CLASSES, generate
 from mmplug_demo.run import demo_config
+
+from .conftest import environ_without_settings
 
 TINY_ENCODERS = {
     "text": {"name": "bert", "size": "bert-tiny", "vocab_size": 120, "max_length": 16},
@@ -35,7 +36,7 @@ TINY_ENCODERS = {
 
 
 def mmplug_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMPLUG_")}
+    env = environ_without_settings()
     return subprocess.run(
         [sys.executable, "-m", "mmplug", *args],
         capture_output=True,

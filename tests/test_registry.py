@@ -8,7 +8,8 @@ from pydantic import BaseModel
 import mmplug
 from mmplug.errors import DuplicateComponentError, UnknownComponentError
 from mmplug.plugins.host import PluginHost
-from mmplug.plugins.registry import NoParams, Registry
+from mmplug.plugins.params import NoParams
+from mmplug.plugins.registry import Registry
 
 from .conftest import Plugin
 

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mmplug.cli.params import param_rows
 from mmplug.errors import MmplugError, UnknownComponentError
 from mmplug.kinds import KINDS, PLURAL
 
@@ -186,7 +185,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             difflib.get_close_matches(args.name, every, n=3),
         )
     if args.json:
-        print_json([{**spec.describe(), "params": param_rows(spec)} for spec in specs])
+        print_json([{**spec.describe(), "params": spec.param_rows()} for spec in specs])
         return 0
     for index, spec in enumerate(specs):
         if index:
@@ -196,7 +195,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {spec.summary}")
         if spec.modality:
             print(f"  modality: {spec.modality}")
-        params = param_rows(spec)
+        params = spec.param_rows()
         if not params:
             print("  params: none")
             continue

@@ -22,7 +22,8 @@ from mmplug.cli.listing import add_listing_commands
 from mmplug.cli.running import add_running_commands
 from mmplug.errors import MmplugError, MmplugWarning
 from mmplug.plugins.host import PluginHost
-from mmplug.plugins.loading import as_default_host, env_flag, load_plugins
+from mmplug.plugins.loading import as_default_host, env_flag
+from mmplug.plugins.snapshot import load_plugins_cached
 from mmplug.version import __version__
 
 USER_ERROR = 2
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     warnings.showwarning = _show_warning
     try:
-        host = load_plugins()
+        host = load_plugins_cached()
         parser, problems = build_parser(host)
         args, extra = parser.parse_known_args(argv)
         if extra and not hasattr(args, "extra"):

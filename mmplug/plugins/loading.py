@@ -12,6 +12,8 @@ Environment:
         A name in either that no installed plugin has is a problem the host records (with a
         close match), not silence.
     MMPLUG_STRICT_PLUGINS: ``1`` to raise :class:`PluginLoadError` on the first failure.
+    MMPLUG_CACHE_DIR, MMPLUG_NO_CACHE: where the ``mmplug`` command keeps its registry
+        snapshot, and ``1`` to turn it off (see :mod:`mmplug.plugins.snapshot`).
 
 Nothing here imports torch: loading plugins only imports their (cheap) entry-point modules.
 """
@@ -20,16 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.metadata
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mmplug.errors import MmplugWarning, PluginLoadError, describe_exception
 from mmplug.plugins.host import PluginHost
 from mmplug.plugins.registry import Registry, normalize_distribution
 from mmplug.version import __version__
+
+if TYPE_CHECKING:
+    # imported by discover(): 10 ms that a command served from the registry snapshot saves
+    import importlib.metadata
 
 ENTRY_POINT_GROUP = "mmplug"
 
@@ -70,6 +76,8 @@ def discover(
         One entry per entry point, sorted by distribution then name; a distribution found
         twice on the path counts once (the first wins, as imports do).
     """
+    import importlib.metadata
+
     dists = (
         importlib.metadata.distributions(path=list(path))
         if path is not None

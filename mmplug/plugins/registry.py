@@ -15,13 +15,15 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mmplug.errors import DuplicateComponentError, UnknownComponentError
 from mmplug.kinds import KINDS
-from mmplug.plugins.params import NoParams
+
+if TYPE_CHECKING:
+    # imported by _check_params(): pydantic is 150 ms that listing from the registry
+    # snapshot, which registers nothing, never needs
+    from pydantic import BaseModel
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -108,6 +110,13 @@ class ComponentSpec:
             "version": self.version,
             "summary": self.summary,
         }
+
+    def param_rows(self) -> list[dict[str, Any]]:
+        """Name, type, default, whether required, and description of each param: what
+        ``mmplug info`` shows (:func:`~mmplug.plugins.params.describe_params`)."""
+        from mmplug.plugins.params import describe_params
+
+        return describe_params(self.params)
 
 
 def _default_summary(factory: Factory | str) -> str:
@@ -303,6 +312,10 @@ def _check_factory(kind: str, name: str, factory: object) -> Factory | str:
 
 
 def _check_params(kind: str, name: str, params: object) -> type[BaseModel]:
+    from pydantic import BaseModel
+
+    from mmplug.plugins.params import NoParams
+
     if params is None:
         return NoParams
     if not (isinstance(params, type) and issubclass(params, BaseModel)):
