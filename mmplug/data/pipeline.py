@@ -34,6 +34,7 @@ from mmplug.model.sections import DataConfig
 from mmplug.model.tasks import Task
 
 if TYPE_CHECKING:
+    from mmplug.data.feature_cache import FeatureCache
     from mmplug.model.multimodal import MultimodalModel
     from mmplug.plugins.registry import ComponentSpec
 
@@ -225,11 +226,18 @@ def _origin(spec: ComponentSpec) -> str:
 
 @dataclass
 class Example:
-    """One loaded row: raw values per present key, and its target when labelled."""
+    """One loaded row: raw values per present key, and its target when labelled.
+
+    With a feature cache, ``cached`` holds the keys whose encoder outputs were found (their
+    values are not loaded, so not in ``values``) and ``entries`` the cache entries of the
+    cached keys' values that were not found.
+    """
 
     index: int
     values: dict[str, Any]
     target: Tensor | None
+    cached: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    entries: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -320,6 +328,8 @@ class ManifestDataset(Dataset[Example | Skipped]):
         self.require_all = require_all
         self.on_error = on_error
         self.absent: list[str] = []
+        #: The feature cache rows are looked up in before they are loaded (set by training).
+        self.features: FeatureCache | None = None
 
     @classmethod
     def from_config(
@@ -384,8 +394,12 @@ class ManifestDataset(Dataset[Example | Skipped]):
                 if value is None:
                     where = self.manifest.where(index, self.columns[key])
                     raise DataError(f"{where}: no value, and data.require_all is set")
+        cached: dict[str, dict[str, Tensor]] = {}
+        entries: dict[str, str] = {}
+        if self.features is not None:
+            cached, entries = self.features.lookup(values, self.manifest.root)
         loaded = self.pipeline.load(
-            values,
+            {key: value for key, value in values.items() if key not in cached},
             root=self.manifest.root,
             where=lambda key: self.manifest.where(index, self.columns[key]),
         )
@@ -396,7 +410,7 @@ class ManifestDataset(Dataset[Example | Skipped]):
             except DataError as exc:
                 where = self.manifest.where(index, self.label_column)
                 raise DataError(f"{where}: {exc}") from exc
-        return Example(index, loaded, target)
+        return Example(index, loaded, target, cached, entries)
 
     def cell(self, index: int, column: str) -> Any:
         """The raw cell of row ``index`` in ``column`` (None if empty or absent)."""
@@ -441,7 +455,12 @@ class Collate:
     def _collate(self, examples: list[Example]) -> Batch | None:
         if not examples:
             return None
-        return self.pipeline.collate([e.values for e in examples], train=self.train)
+        batch = self.pipeline.collate([e.values for e in examples], train=self.train)
+        features = self.rows.features if self.rows is not None else None
+        if features is not None:
+            for key in features.keys:
+                _add_cached(batch, key, examples, features)
+        return batch
 
     def _find_refused(self, examples: list[Example]) -> tuple[list[Example], list[Skipped]]:
         assert self.rows is not None
@@ -459,6 +478,20 @@ class Collate:
         ]
         kept = [example for position, example in enumerate(examples) if position not in found]
         return kept, refused
+
+
+def _add_cached(batch: Batch, key: str, examples: list[Example], features: FeatureCache) -> None:
+    """Make the rows whose ``key`` outputs the cache had present again, with those outputs as
+    the batch's ``encoded[key]``; the rows the pipeline loaded keep their inputs and bring
+    their entries (to be written once encoded)."""
+    hits = [e.cached.get(key) for e in examples]
+    entries = [e.entries.get(key) for e in examples]
+    if all(hit is None and entry is None for hit, entry in zip(hits, entries, strict=True)):
+        return  # nothing of this key is cached or to be cached: the encoder runs as always
+    present = [hit is not None or key in e.values for e, hit in zip(examples, hits, strict=True)]
+    batch.present[key] = torch.tensor(present, dtype=torch.bool)
+    rows = [row for row, has in enumerate(present) if has]
+    batch.encoded[key] = features.encoded(key, [hits[r] for r in rows], [entries[r] for r in rows])
 
 
 def _worker_init(worker_id: int) -> None:

@@ -13,8 +13,9 @@ data-loader workers; :class:`mmplug.model.multimodal.MultimodalModel` the rest.)
 ``output_dim``, ``C`` the head's ``output_dim``.
 
 Beyond the abstract methods, each interface has optional methods with defaults (an
-encoder's ``fit``, ``preprocessor``, ``save_fitted``; a fusion's ``combines``; a head's
-``task_class``): a component overrides them only when it has something to add.
+encoder's ``fit``, ``preprocessor``, ``save_fitted``, ``deterministic_preprocess``; a fusion's
+``combines``, ``uses_tokens``; a head's ``task_class``): a component overrides them only when
+it has something to add.
 """
 
 from __future__ import annotations
@@ -142,6 +143,11 @@ class Encoder(nn.Module, ABC):
 
     modality: str
     output_dim: int
+    #: Whether ``preprocess(raws, train=True)`` is a function of ``raws`` alone, the same
+    #: as with ``train=False`` (no augmentation, no random crop): what a frozen encoder
+    #: needs for its outputs to be kept in the feature cache. False unless the encoder
+    #: says so (a class attribute, or set in ``__init__`` from its params).
+    deterministic_preprocess: bool = False
     #: Submodules frozen with :meth:`freeze_modules` ("" is the whole encoder).
     _frozen_modules: tuple[str, ...] = ()
 
@@ -235,6 +241,9 @@ class Fusion(nn.Module, ABC):
 
     output_dim: int
     combines: ClassVar[Literal["features", "outputs"]] = "features"
+    #: Whether ``forward`` reads the encoders' ``tokens``/``mask`` (the feature cache keeps
+    #: them only then). True unless the fusion says it uses ``pooled`` alone.
+    uses_tokens: bool = True
 
     @abstractmethod
     def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> Tensor:

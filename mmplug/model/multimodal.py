@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,60 @@ from mmplug.model.interfaces import Encoder, EncoderOutput, Fusion, Head, Modali
 from mmplug.model.resolve import ResolvedComponent, ResolvedModel
 
 
+class FeatureSink(Protocol):
+    """Where an encoder's outputs for rows that :class:`Encoded` lacked are kept (the feature
+    cache, :class:`mmplug.data.feature_cache.FeatureCache`)."""
+
+    def write(self, key: str, entries: Sequence[str | None], out: EncoderOutput) -> None: ...
+
+
+@dataclass
+class Encoded:
+    """A key's encoder outputs that are already known for some of its present rows (the
+    feature cache's hits): the encoder runs on the other rows only.
+
+    Attributes:
+        known: bool ``[n]`` over the key's present rows (in order): whose outputs are here.
+        outputs: the known rows' outputs (``known.sum()`` rows); None when none is known.
+        entries: for each other present row, in order, where its output is to be kept
+            (None: nowhere); the batch's ``inputs[key]`` holds those rows only.
+        sink: what keeps them; None to keep nothing.
+        tokens: whether ``tokens``/``mask`` are kept (the fusion uses them); when not,
+            the encoder's are dropped, so that every row looks the same.
+    """
+
+    known: Tensor
+    outputs: EncoderOutput | None
+    entries: list[str | None]
+    sink: FeatureSink | None = None
+    tokens: bool = True
+
+    def to(self, device: torch.device | str) -> Encoded:
+        out = self.outputs
+        if out is not None:
+            out = EncoderOutput(
+                out.pooled.to(device),
+                None if out.tokens is None else out.tokens.to(device),
+                None if out.mask is None else out.mask.to(device),
+            )
+        return Encoded(self.known.to(device), out, self.entries, self.sink, self.tokens)
+
+    def rows(self, keep: Tensor) -> Encoded:
+        """Only the present rows where ``keep`` (bool ``[n]``) is True."""
+        known = self.known.to(keep.device)
+        out = self.outputs
+        if out is not None:
+            picked = keep[known]
+            out = EncoderOutput(
+                out.pooled[picked],
+                None if out.tokens is None else out.tokens[picked],
+                None if out.mask is None else out.mask[picked],
+            )
+        others = keep[~known].tolist()
+        entries = [entry for entry, kept in zip(self.entries, others, strict=True) if kept]
+        return Encoded(known[keep], out, entries, self.sink, self.tokens)
+
+
 @dataclass
 class Batch:
     """A preprocessed batch.
@@ -37,13 +91,17 @@ class Batch:
     Attributes:
         size: ``B``.
         inputs: per modality key, the encoder's tensors for the *present* samples only
-            (leading dimension ``present[key].sum()``).
+            (leading dimension ``present[key].sum()``), or for those of them that
+            ``encoded[key]`` doesn't know.
         present: per modality key, bool ``[B]``.
+        encoded: per modality key, outputs already known for some of its present samples
+            (from the feature cache); keys not here are encoded from ``inputs``.
     """
 
     size: int
     inputs: dict[str, dict[str, Tensor]]
     present: dict[str, Tensor]
+    encoded: dict[str, Encoded] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on ``device``."""
@@ -51,6 +109,7 @@ class Batch:
             size=self.size,
             inputs={k: {n: t.to(device) for n, t in v.items()} for k, v in self.inputs.items()},
             present={k: v.to(device) for k, v in self.present.items()},
+            encoded={k: v.to(device) for k, v in self.encoded.items()},
         )
 
     def without(self, key: str) -> Batch:
@@ -59,6 +118,7 @@ class Batch:
             size=self.size,
             inputs={k: ({} if k == key else v) for k, v in self.inputs.items()},
             present={k: (torch.zeros_like(v) if k == key else v) for k, v in self.present.items()},
+            encoded={k: v for k, v in self.encoded.items() if k != key},
         )
 
 
@@ -174,10 +234,33 @@ class MultimodalModel(nn.Module):
                 pooled = self._anchor.new_zeros(batch.size, encoder.output_dim)
                 features[key] = EncoderOutput(pooled)
                 continue
-            out = encoder(batch.inputs[key])
-            _check_encoder_output(self.named(encoder, key), encoder, out, count)
+            known = batch.encoded.get(key)
+            if known is None:
+                out = encoder(batch.inputs[key])
+                _check_encoder_output(self.named(encoder, key), encoder, out, count)
+            else:
+                out = self._complete(key, encoder, batch.inputs[key], known)
             features[key] = _scatter(out, present, batch.size)
         return features
+
+    def _complete(
+        self, key: str, encoder: Encoder, inputs: dict[str, Tensor], known: Encoded
+    ) -> EncoderOutput:
+        """The outputs of every present row of ``key``: the known ones, and the encoder's
+        for the others (which go to ``known.sink``)."""
+        missing = int((~known.known).sum())
+        if not missing:
+            assert known.outputs is not None
+            return known.outputs
+        computed: EncoderOutput = encoder(inputs)
+        _check_encoder_output(self.named(encoder, key), encoder, computed, missing)
+        if not known.tokens:
+            computed = EncoderOutput(computed.pooled)
+        if known.sink is not None:
+            known.sink.write(key, known.entries, computed)
+        if known.outputs is None:
+            return computed
+        return _merge(known.known, known.outputs, computed)
 
     def forward(self, batch: Batch) -> ModelOutput:
         """Encode, fuse and apply the head (after modality dropout, in training mode)."""
@@ -289,14 +372,19 @@ def drop_modalities(batch: Batch, probability: float) -> Batch:
         drop[rows, scores.argmax(dim=1)[rows]] = False
     kept = present & ~drop
     inputs: dict[str, dict[str, Tensor]] = {}
+    encoded: dict[str, Encoded] = {}
     for column, key in enumerate(keys):
-        still = kept[:, column][batch.present[key]]  # over the encoder's rows
+        still = kept[:, column][batch.present[key]]  # over the key's present rows
+        known = batch.encoded.get(key)
+        if known is not None:
+            encoded[key] = known.rows(still)
+            still = still[~known.known.to(still.device)]  # over the rows inputs has
         if bool(still.all()):
             inputs[key] = batch.inputs[key]
         else:
             inputs[key] = {n: t[still] for n, t in batch.inputs[key].items()} if still.any() else {}
     present_after = {key: kept[:, column] for column, key in enumerate(keys)}
-    return Batch(size=batch.size, inputs=inputs, present=present_after)
+    return Batch(size=batch.size, inputs=inputs, present=present_after, encoded=encoded)
 
 
 def _check_encoder_output(who: str, encoder: Encoder, out: object, count: int) -> None:
@@ -307,6 +395,27 @@ def _check_encoder_output(who: str, encoder: Encoder, out: object, count: int) -
             f"{who} returned pooled of shape {tuple(out.pooled.shape)}, "
             f"expected ({count}, {encoder.output_dim}) (present samples, output_dim)"
         )
+
+
+def _merge(known: Tensor, outputs: EncoderOutput, computed: EncoderOutput) -> EncoderOutput:
+    """The rows of ``outputs`` where ``known``, the rows of ``computed`` elsewhere (tokens
+    padded to the longer of the two)."""
+    known = known.to(outputs.pooled.device)
+    pooled = outputs.pooled.new_zeros(known.shape[0], outputs.pooled.shape[1])
+    pooled[known] = outputs.pooled
+    pooled[~known] = computed.pooled.to(pooled.dtype)
+    parts = (outputs.tokens, outputs.mask, computed.tokens, computed.mask)
+    if any(part is None for part in parts):
+        return EncoderOutput(pooled)
+    old_tokens, old_mask, new_tokens, new_mask = cast(tuple[Tensor, Tensor, Tensor, Tensor], parts)
+    length = max(old_tokens.shape[1], new_tokens.shape[1])
+    tokens = old_tokens.new_zeros(known.shape[0], length, old_tokens.shape[2])
+    mask = old_mask.new_zeros(known.shape[0], length)
+    tokens[known, : old_tokens.shape[1]] = old_tokens
+    mask[known, : old_mask.shape[1]] = old_mask
+    tokens[~known, : new_tokens.shape[1]] = new_tokens.to(tokens.dtype)
+    mask[~known, : new_mask.shape[1]] = new_mask
+    return EncoderOutput(pooled, tokens, mask)
 
 
 def _scatter(out: EncoderOutput, present: Tensor, size: int) -> EncoderOutput:

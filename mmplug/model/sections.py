@@ -159,6 +159,24 @@ class TrainConfig(BaseModel):
     eval_batch_size: PositiveInt | None = Field(
         default=None, description="Batch size for evaluation; default: batch_size."
     )
+    feature_cache: str = Field(
+        default="auto",
+        min_length=1,
+        description="Keep frozen encoders' outputs on disk and read them back in later epochs "
+        "and runs: 'auto' (in the user cache folder, or $MMPLUG_CACHE_DIR), 'off', or a "
+        "folder. Only encoders that are frozen, stay in eval mode and preprocess "
+        "deterministically are cached; the run says which.",
+    )
+    feature_cache_limit_gb: PositiveFloat = Field(
+        default=20.0,
+        description="Past this size on disk, the feature cache drops its least recently "
+        "used entries.",
+    )
+    feature_cache_files: Literal["stat", "content"] = Field(
+        default="stat",
+        description="How the feature cache tells a file has changed: 'stat' (path, size, "
+        "modification time) or 'content' (a digest of the bytes, read every epoch).",
+    )
 
 
 def per_key(chosen: float | Mapping[str, float] | None, key: str, default: float) -> float:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmplug.data.feature_cache import plan_feature_cache
 from mmplug.data.pipeline import ManifestDataset, Skipped, make_loader
 from mmplug.errors import MmplugError
 from mmplug.model.checkpoint import WEIGHTS_FILE, save_model, verify_saved
@@ -126,6 +127,16 @@ class Trainer:
         )
         self._skipped: dict[tuple[str, int], Skipped] = {}
         self.watch = Watch(model, task, datasets["train"], monitor)
+        self.features = plan_feature_cache(
+            self.model,
+            settings.feature_cache,
+            limit_gb=settings.feature_cache_limit_gb,
+            precision=settings.precision,
+            device=device,
+            hash_files=settings.feature_cache_files == "content",
+        )
+        for dataset in datasets.values():
+            dataset.features = self.features.cache
 
     def _loader(self, split: str, epoch: int) -> torch.utils.data.DataLoader[Any]:
         train = split == "train"
@@ -239,6 +250,8 @@ class Trainer:
             f"{self.steps_per_epoch} steps per epoch, {self.total_steps} in all; "
             f"monitoring {self.monitor} ({self.mode})"
         )
+        for line in self.features.describe():
+            self.reporter.log(line)
 
     def _epoch(self, epoch: int) -> None:
         started = time.perf_counter()
@@ -258,6 +271,8 @@ class Trainer:
                     blanked = self._evaluate("val", epoch, blank=key)
                     line.update(blanked.flat(f"val_without_{key}"))
         line["seconds"] = round(time.perf_counter() - started, 2)
+        if self.features.cache is not None:
+            self.features.cache.store.evict()
         self._check_finite(line, epoch)
         self.history.append(line)
         self.run.write_jsonl(METRICS, self.history)

@@ -34,6 +34,8 @@ class LowRankFusion(BaseFusion):
         rank: the number of factors per modality.
     """
 
+    uses_tokens = False  # pooled only: the feature cache keeps no tokens for it
+
     def __init__(self, input_dims: Mapping[str, int], dim: int = 256, rank: int = 4) -> None:
         super().__init__(input_dims)
         self.rank = rank
@@ -83,6 +85,8 @@ class TensorFusion(BaseFusion):
     Raises:
         ComponentError: ``P`` is above ``max_features``; the message gives the sizes.
     """
+
+    uses_tokens = False  # pooled only: the feature cache keeps no tokens for it
 
     def __init__(
         self,
@@ -153,6 +157,8 @@ class FiLMFusion(BaseFusion):
     Raises:
         ComponentError: ``target`` is not one of the keys; the message lists them.
     """
+
+    uses_tokens = False  # pooled only: the feature cache keeps no tokens for it
 
     def __init__(
         self,

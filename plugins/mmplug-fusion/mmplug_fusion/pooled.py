@@ -35,6 +35,8 @@ class ConcatFusion(BaseFusion):
         dropout: dropout after each hidden layer.
     """
 
+    uses_tokens = False  # pooled only: the feature cache keeps no tokens for it
+
     def __init__(
         self,
         input_dims: Mapping[str, int],
@@ -93,6 +95,8 @@ class SumFusion(BaseFusion):
         activation: ``act``.
     """
 
+    uses_tokens = False  # pooled only: the feature cache keeps no tokens for it
+
     def __init__(
         self, input_dims: Mapping[str, int], dim: int = 256, activation: str = "relu"
     ) -> None:
@@ -129,6 +133,8 @@ class AttentionFusion(BaseFusion):
         input_dims: modality key -> ``D_m``.
         dim: ``d``, the common size and the output size.
     """
+
+    uses_tokens = False  # pooled only: the feature cache keeps no tokens for it
 
     def __init__(self, input_dims: Mapping[str, int], dim: int = 256) -> None:
         super().__init__(input_dims)
@@ -170,6 +176,8 @@ class GatedFusion(BaseFusion):
         input_dims: modality key -> ``D_m``.
         dim: ``d``, the size of each ``h_m`` and of the output.
     """
+
+    uses_tokens = False  # pooled only: the feature cache keeps no tokens for it
 
     def __init__(self, input_dims: Mapping[str, int], dim: int = 256) -> None:
         super().__init__(input_dims)

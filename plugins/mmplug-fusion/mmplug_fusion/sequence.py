@@ -64,6 +64,7 @@ class TransformerFusion(BaseFusion):
         super().__init__(input_dims)
         _check_heads(dim, heads)
         self.use_tokens = use_tokens
+        self.uses_tokens = use_tokens  # without, pooled only: the feature cache keeps no tokens
         self.project = nn.ModuleDict({key: nn.Linear(d, dim) for key, d in self.input_dims.items()})
         self.modality_embedding = nn.Parameter(0.02 * torch.randn(len(self.keys), dim))
         self.cls = nn.Parameter(0.02 * torch.randn(dim))

@@ -111,6 +111,7 @@ class ResNetEncoder(Encoder):
         self.weights = weights
         self.image_size = image_size
         self.augment = augment
+        self.deterministic_preprocess = not augment  # frozen and not augmenting: cacheable
         self.freeze = freeze
         self.trainable_stages = trainable_stages
         self.output_dim = RESNETS[arch]
@@ -129,13 +130,12 @@ class ResNetEncoder(Encoder):
         if state is not None:
             _load_state(self.backbone, state, arch, source)
 
-        if freeze:
-            frozen: tuple[str, ...] = (*_STEM, *STAGES)
-        elif trainable_stages is not None:
+        frozen: tuple[str, ...] = ()
+        if trainable_stages is not None and not freeze:
             frozen = (*_STEM, *STAGES[: len(STAGES) - trainable_stages])
-        else:
-            frozen = ()
-        if frozen:  # their BatchNorm statistics stay fixed too
+        if freeze:  # the whole encoder, in eval mode for good: its outputs can be cached
+            self.freeze_modules()
+        elif frozen:  # their BatchNorm statistics stay fixed too
             self.freeze_modules(*(f"backbone.{name}" for name in frozen))
         self._preprocessor = ImagePreprocessor(image_size, self.mean, self.std, augment)
 

@@ -63,6 +63,7 @@ class BertEncoder(Encoder):
     """
 
     modality = "text"
+    deterministic_preprocess = True  # tokenization is the same in training: frozen, cacheable
 
     def __init__(
         self,
@@ -228,7 +229,7 @@ class BertEncoder(Encoder):
                 "some checkpoints don't); use pooling: cls or mean"
             )
         if self.freeze:
-            self.freeze_modules("model")
+            self.freeze_modules()  # the whole encoder, in eval mode: its outputs can be cached
             return
         if trainable_layers is not None:
             layers = _layers(self.model, self._what)

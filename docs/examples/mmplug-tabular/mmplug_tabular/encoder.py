@@ -26,6 +26,7 @@ class TabularMLP(Encoder):
     """
 
     modality = "tabular"
+    deterministic_preprocess = True  # stacking rows: frozen, its outputs can be cached
 
     def __init__(
         self,
