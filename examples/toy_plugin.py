@@ -74,6 +74,7 @@ class MLPEncoder(Encoder):
     """Two linear layers with a GELU: ``[n, input_size]`` -> pooled ``[n, dim]``."""
 
     modality = "numbers"
+    deterministic_preprocess = True  # no augmentation: a frozen one could be feature-cached
 
     def __init__(self, input_size: int, dim: int = 32):
         super().__init__()
@@ -102,6 +103,7 @@ class CharBagEncoder(Encoder):
     """Hashed character embeddings; pooled is their masked mean, tokens are the characters."""
 
     modality = "word"
+    deterministic_preprocess = True
 
     def __init__(self, buckets: int = 512, dim: int = 32, max_length: int = 32):
         super().__init__()

@@ -226,8 +226,8 @@ def test_a_plugin_test_file_is_a_few_lines(
         """
     )
     result = pytester.runpytest_subprocess("-q", "-k", "not freeze")
-    # 2 modalities x 4 checks + 2 encoders x 9 + 1 fusion x 10; the toy encoders have no freeze
-    result.assert_outcomes(passed=34, deselected=2)
+    # 2 modalities x 4 checks + 2 encoders x 10 + 1 fusion x 10; the toy encoders have no freeze
+    result.assert_outcomes(passed=36, deselected=2)
 
 
 # -- a component that breaks the interface fails by name, not with a stray exception ----------
@@ -366,6 +366,21 @@ class StalePreprocessor(Encoder):
         return EncoderOutput(self.embed(inputs["ids"]))
 
 
+class ClaimsDeterministic(StalePreprocessor):
+    """Says its preprocessing is the same in training, then drops words at random there."""
+
+    deterministic_preprocess = True
+
+    def preprocessor(self) -> Any:
+        return _Lookup(self.vocab)
+
+    def preprocess(self, raws: list[Any], *, train: bool = False) -> dict[str, Tensor]:
+        ids = _Lookup(self.vocab)(raws)["ids"]
+        if train:
+            ids = ids * (torch.rand(ids.shape) > 0.5)
+        return {"ids": ids}
+
+
 class _Lookup:
     def __init__(self, vocab: dict[str, int]) -> None:
         self.vocab = vocab
@@ -401,6 +416,7 @@ def _stricter_kit(toy_plugin: ModuleType) -> Conformance:
             register_encoders=[
                 (("defaults", DefaultsDiffer), {"modality": "numbers", "params": WidthParams}),
                 (("stale", StalePreprocessor), {"modality": "word"}),
+                (("claims", ClaimsDeterministic), {"modality": "word"}),
             ],
             register_fusions=[
                 (("batch-mean", BatchMeanFusion), {}),
@@ -427,6 +443,10 @@ def _stricter_kit(toy_plugin: ModuleType) -> Conformance:
         ("fusion:padding:absent_has_no_influence", "changed the output"),
         ("encoder:defaults:constructor_defaults", "width: 5 in the factory, 3 in the params"),
         ("encoder:stale:preprocessor", "preprocessor() made before fit differs"),
+        (
+            "encoder:claims:deterministic_preprocess",
+            "deterministic_preprocess is set, but preprocess(train=True) differs from train=False",
+        ),
         ("head:ranking:task", "task_class() raised ComponentError"),
     ],
 )

@@ -41,6 +41,7 @@ CHECKS: dict[str, dict[str, CaseCheck]] = dict(
                 "deterministic": encoder.check_encoder_deterministic,
                 "gradients": encoder.check_encoder_gradients,
                 "freeze": encoder.check_encoder_freeze,
+                "deterministic_preprocess": encoder.check_encoder_deterministic_preprocess,
                 "preprocessor": encoder.check_encoder_preprocessor,
             },
             {

@@ -156,6 +156,26 @@ def check_encoder_freeze(case: Case) -> None:
     )
 
 
+def check_encoder_deterministic_preprocess(case: Case) -> None:
+    """An encoder that sets ``deterministic_preprocess`` (which lets the feature cache keep
+    its outputs when it is frozen) preprocesses the same in training as in eval, every time."""
+    import pytest
+
+    encoder, raws = ready_encoder(case)
+    if not getattr(encoder, "deterministic_preprocess", False):
+        pytest.skip(f"{case.who()}: deterministic_preprocess is not set (never cached)")
+    expected = encoder.preprocess(raws, train=False)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        same_tensors(
+            case,
+            "deterministic_preprocess is set, but preprocess(train=True)",
+            encoder.preprocess(raws, train=True),
+            "train=False (augmentation? then set it False when augmenting)",
+            expected,
+        )
+
+
 def check_encoder_preprocessor(case: Case) -> None:
     """``preprocessor()`` gives what ``preprocess`` gives, pickles (data-loader workers get
     it), and one made before ``fit`` follows what fit learns (a pipeline is made before)."""
@@ -168,18 +188,7 @@ def check_encoder_preprocessor(case: Case) -> None:
         ("made before fit", early),
         ("made after fit", encoder.preprocessor()),
     ):
-        got = preprocessor(raws)
-        assert sorted(got) == sorted(expected), (
-            f"{case.who()}: preprocessor() {what} gives {sorted(got)}, preprocess gives "
-            f"{sorted(expected)}"
-        )
-        for name in expected:
-            close(
-                case,
-                f"preprocessor() {what} differs from preprocess in {name!r}",
-                got[name],
-                expected[name],
-            )
+        same_tensors(case, f"preprocessor() {what}", preprocessor(raws), "preprocess", expected)
     try:
         again = pickle.loads(pickle.dumps(encoder.preprocessor()))
     except Exception as exc:
@@ -187,10 +196,16 @@ def check_encoder_preprocessor(case: Case) -> None:
             f"{case.who()}: its preprocessor() can't be pickled, so data-loader workers can't "
             f"get it: {type(exc).__name__}: {exc}"
         ) from exc
-    copied = again(raws)
-    assert sorted(copied) == sorted(expected), (
-        f"{case.who()}: a pickled copy of preprocessor() gives {sorted(copied)}, preprocess "
-        f"gives {sorted(expected)}"
+    same_tensors(case, "a pickled copy of preprocessor()", again(raws), "preprocess", expected)
+
+
+def same_tensors(
+    case: Case, what: str, got: dict[str, Tensor], other: str, expected: dict[str, Tensor]
+) -> None:
+    """``got`` has the names of ``expected``, each tensor close to its namesake; the report
+    reads "WHAT gives [names], OTHER gives [names]" or "WHAT differs from OTHER in 'name'"."""
+    assert sorted(got) == sorted(expected), (
+        f"{case.who()}: {what} gives {sorted(got)}, {other} gives {sorted(expected)}"
     )
-    for name, tensor in copied.items():
-        close(case, f"a pickled copy of preprocessor() differs in {name!r}", tensor, expected[name])
+    for name in expected:
+        close(case, f"{what} differs from {other} in {name!r}", got[name], expected[name])
