@@ -52,6 +52,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/text_batching.py
 	$(BIN)/python benchmarks/training_step.py
 	$(BIN)/python benchmarks/worker_payload.py
+	$(BIN)/python benchmarks/feature_cache.py
 	$(BIN)/python benchmarks/fusion_benchmark.py --seeds $(FUSION_SEEDS) --fusions '$(FUSIONS)'
 
 clean:

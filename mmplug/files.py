@@ -8,7 +8,8 @@ two writers never delete each other's work. Every file gets the usual permission
 umask's), including those a library wrote privately inside a staged folder.
 
 A full disk is a one-line :class:`~mmplug.errors.MmplugError` naming the file, not a
-traceback; the previous version stays where it was.
+traceback; the previous version stays where it was. :func:`default_cache_root` is where
+mmplug's caches go.
 """
 
 from __future__ import annotations
@@ -18,10 +19,22 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from mmplug.errors import MmplugError
+
+
+def default_cache_root(environ: Mapping[str, str] | None = None) -> Path:
+    """Where mmplug's caches live (the registry snapshot, the feature cache):
+    ``$MMPLUG_CACHE_DIR``, else the user cache folder as platformdirs finds it
+    (``$XDG_CACHE_HOME/mmplug``, else ``~/.cache/mmplug`` on Linux)."""
+    env = os.environ if environ is None else environ
+    if env.get("MMPLUG_CACHE_DIR"):
+        return Path(env["MMPLUG_CACHE_DIR"])
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mmplug", appauthor=False))
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -21,18 +21,7 @@ from mmplug_demo.dataset import CLASSES, generate
 from mmplug_demo.run import demo_config
 
 from .conftest import environ_without_settings
-
-TINY_ENCODERS = {
-    "text": {"name": "bert", "size": "bert-tiny", "vocab_size": 120, "max_length": 16},
-    "image": {"name": "resnet18", "image_size": 32},
-    "audio": {
-        "name": "mel-cnn",
-        "max_seconds": 0.25,
-        "n_mels": 16,
-        "channels": [8, 16],
-        "output_dim": 16,
-    },
-}
+from .training_helpers import TINY_ENCODERS
 
 
 def mmplug_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

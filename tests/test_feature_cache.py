@@ -16,12 +16,12 @@ import mmplug
 from mmplug.data.feature_cache import (
     CachedKey,
     FeatureStore,
-    default_cache_root,
     encoder_fingerprint,
     plan_feature_cache,
 )
 from mmplug.data.manifest import read_labelled_manifest
 from mmplug.data.pipeline import Collate, ManifestDataset, Pipeline
+from mmplug.files import default_cache_root
 from mmplug.model.build import build_model
 from mmplug.model.multimodal import MultimodalModel, drop_modalities
 from mmplug.model.sections import DataConfig
@@ -105,7 +105,8 @@ def test_an_entry_comes_back_as_written(tmp_path: Path) -> None:
     got = store.get("ab" * 32)
     assert got is not None and set(got) == {"pooled", "mask"}
     assert torch.equal(got["pooled"], tensors["pooled"]) and got["mask"].dtype == torch.bool
-    assert store.usage() == (1, store.path("ab" * 32).stat().st_size)
+    stat = store.path("ab" * 32).stat()
+    assert store.usage() == (1, max(stat.st_size, stat.st_blocks * 512))  # blocks on disk
 
 
 @pytest.mark.parametrize("damage", [b"", b"garbage", b"\xff" * 64])
@@ -137,8 +138,7 @@ def test_eviction_keeps_the_most_recently_used_within_the_limit(tmp_path: Path) 
         store.put(name, {"pooled": torch.zeros(256)})
         os.utime(store.path(name), (1000 + age, 1000 + age))
     assert store.get(names[0]) is not None  # reading marks it used: now the newest
-    size = store.path(names[0]).stat().st_size
-    store.limit_bytes = 3 * size
+    store.limit_bytes = 3 * store.usage()[1] // 6
     assert store.evict() == 3
     kept = {name for name in names if store.path(name).exists()}
     assert kept == {names[0], names[4], names[5]}
@@ -148,6 +148,23 @@ def test_eviction_keeps_the_most_recently_used_within_the_limit(tmp_path: Path) 
 def test_the_default_root_follows_mmplug_cache_dir(tmp_path: Path) -> None:
     assert default_cache_root({"MMPLUG_CACHE_DIR": str(tmp_path)}) == tmp_path
     assert default_cache_root({}).name == "mmplug"
+
+
+def test_eviction_runs_only_after_this_process_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmplug.data.feature_cache import FeatureCache
+
+    cache = FeatureCache(FeatureStore(tmp_path, limit_bytes=0), {})
+    calls: list[int] = []
+    monkeypatch.setattr(FeatureStore, "evict", lambda self: calls.append(1) or 0)
+    cache.evict_if_grown()
+    assert calls == []  # nothing written: the listing of every entry is saved
+    copy = FeatureCache(FeatureStore(tmp_path, limit_bytes=0), {})  # as a worker sends back
+    copy.store.put("ab" * 32, {"pooled": torch.zeros(2)})
+    cache.evict_if_grown()
+    cache.evict_if_grown()
+    assert calls == [1]
 
 
 # -- entry names ----------------------------------------------------------------------------
@@ -394,3 +411,14 @@ def test_the_run_log_says_what_is_cached_and_why_not(
     mmplug.train(given, out=tmp_path / "run", registry=registry, reporter=Log(quiet=True))
     assert f"feature cache ({tmp_path / 'cache' / 'features' / 'v1'}): caching image" in lines
     assert any(line.startswith("feature cache: not text: it has trainable") for line in lines)
+
+
+@pytest.mark.parametrize(("written", "meant"), [("off", "off"), ("on", "auto"), ("'off'", "off")])
+def test_off_in_yaml_means_off(written: str, meant: str) -> None:
+    """YAML 1.1 reads a bare ``off`` as false: it still turns the cache off."""
+    import yaml
+
+    from mmplug.model.sections import TrainConfig
+
+    given = yaml.safe_load(f"feature_cache: {written}")
+    assert TrainConfig.model_validate(given).feature_cache == meant

@@ -16,6 +16,20 @@ from typing import Any
 
 CLASSES = ("ant", "bee", "cat")
 
+#: The demo's three encoders at their smallest: bert-tiny, a 32-pixel resnet18, a small
+#: mel-cnn (the end-to-end and feature-command tests).
+TINY_ENCODERS = {
+    "text": {"name": "bert", "size": "bert-tiny", "vocab_size": 120, "max_length": 16},
+    "image": {"name": "resnet18", "image_size": 32},
+    "audio": {
+        "name": "mel-cnn",
+        "max_seconds": 0.25,
+        "n_mels": 16,
+        "channels": [8, 16],
+        "output_dim": 16,
+    },
+}
+
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

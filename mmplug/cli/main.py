@@ -18,6 +18,7 @@ import typing
 import warnings
 from collections.abc import Sequence
 
+from mmplug.cli.features import add_feature_commands
 from mmplug.cli.listing import add_listing_commands
 from mmplug.cli.running import add_running_commands
 from mmplug.errors import MmplugError, MmplugWarning
@@ -72,6 +73,7 @@ def build_parser(host: PluginHost) -> tuple[argparse.ArgumentParser, list[str]]:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     add_listing_commands(commands)
     add_running_commands(commands)
+    add_feature_commands(commands)
     return parser, host.add_commands(commands)
 
 

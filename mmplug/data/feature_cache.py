@@ -47,27 +47,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from mmplug.files import default_cache_root
 from mmplug.model.interfaces import EncoderOutput
 from mmplug.model.multimodal import Encoded
 
 if TYPE_CHECKING:
     from mmplug.model.multimodal import MultimodalModel
+    from mmplug.model.sections import TrainConfig
 
 #: The layout and entry format; a new one starts a new folder, never reads the old.
 FORMAT = "v1"
+#: Entries this process wrote, per store folder, since it last evicted there. Per process,
+#: not per object: the batches that bring misses back from data-loader workers bring their
+#: own copy of the cache, and the entries are written through those copies.
+_WRITTEN: dict[Path, int] = {}
 #: Staging files older than this are left by a killed writer and are removed by eviction.
 STALE_STAGING_S = 3600.0
-
-
-def default_cache_root(environ: Mapping[str, str] | None = None) -> Path:
-    """Where mmplug's caches live: ``$MMPLUG_CACHE_DIR``, else the user cache folder
-    (``~/.cache/mmplug`` on Linux, as platformdirs finds it)."""
-    env = os.environ if environ is None else environ
-    if env.get("MMPLUG_CACHE_DIR"):
-        return Path(env["MMPLUG_CACHE_DIR"])
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("mmplug", appauthor=False))
 
 
 class FeatureStore:
@@ -126,6 +121,7 @@ class FeatureStore:
             with os.fdopen(handle, "wb") as file:
                 file.write(data)
             os.replace(staging, path)
+            _WRITTEN[self.folder] = _WRITTEN.get(self.folder, 0) + 1
         except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(staging)
@@ -139,11 +135,12 @@ class FeatureStore:
                         yield item
 
     def usage(self) -> tuple[int, int]:
-        """How many entries there are and their total size in bytes."""
+        """How many entries there are and the space they take on disk, in bytes (allocated
+        blocks: an entry of a few kB takes a whole block or two)."""
         count = size = 0
         for item in self.entries():
             with contextlib.suppress(OSError):
-                size += item.stat().st_size
+                size += _on_disk(item.stat())
                 count += 1
         return count, size
 
@@ -163,7 +160,7 @@ class FeatureStore:
         for item in self.entries():
             with contextlib.suppress(OSError):
                 stat = item.stat()
-                found.append((stat.st_mtime, stat.st_size, item.path))
+                found.append((stat.st_mtime, _on_disk(stat), item.path))
         total = sum(size for _, size, _ in found)
         removed = 0
         for _, size, path in sorted(found):
@@ -176,10 +173,17 @@ class FeatureStore:
         return removed
 
     def clear(self) -> int:
-        """Remove every entry; returns how many there were."""
-        count, _ = self.usage()
+        """Remove every entry (of this format and any older one); returns how many there
+        were."""
+        count = sum(1 for _ in (self.root / "features").rglob("*.safetensors"))
         shutil.rmtree(self.root / "features", ignore_errors=True)
         return count
+
+
+def _on_disk(stat: os.stat_result) -> int:
+    """The bytes a file takes on disk (its blocks where the system says, else its size)."""
+    blocks = getattr(stat, "st_blocks", None)
+    return max(stat.st_size, blocks * 512) if blocks is not None else stat.st_size
 
 
 def _scandir(folder: Path) -> list[os.DirEntry[str]]:
@@ -246,6 +250,12 @@ class FeatureCache:
 
     store: FeatureStore
     keys: dict[str, CachedKey]
+
+    def evict_if_grown(self) -> None:
+        """Evict (which lists every entry) only when this process wrote some since the last
+        time: reading never grows the cache."""
+        if _WRITTEN.pop(self.store.folder, 0):
+            self.store.evict()
 
     def lookup(
         self, values: Mapping[str, Any], root: str | Path | None
@@ -378,6 +388,20 @@ def plan_feature_cache(
         model.train(was_training)
     store = FeatureStore(root, int(limit_gb * 1e9))
     return FeaturePlan(FeatureCache(store, keys) if keys else None, reasons)
+
+
+def plan_for_settings(
+    model: MultimodalModel, settings: TrainConfig, device: torch.device
+) -> FeaturePlan:
+    """:func:`plan_feature_cache` as a config's ``train`` section sets it."""
+    return plan_feature_cache(
+        model,
+        settings.feature_cache,
+        limit_gb=settings.feature_cache_limit_gb,
+        precision=settings.precision,
+        device=device,
+        hash_files=settings.feature_cache_files == "content",
+    )
 
 
 def _why_not_cached(encoder: torch.nn.Module) -> str | None:

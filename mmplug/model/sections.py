@@ -167,6 +167,13 @@ class TrainConfig(BaseModel):
         "folder. Only encoders that are frozen, stay in eval mode and preprocess "
         "deterministically are cached; the run says which.",
     )
+
+    @field_validator("feature_cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true)
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+
     feature_cache_limit_gb: PositiveFloat = Field(
         default=20.0,
         description="Past this size on disk, the feature cache drops its least recently "

@@ -29,8 +29,8 @@ it). A snapshot that can't be read, written or trusted is ignored without a word
 ever a shortcut to what :func:`~mmplug.plugins.loading.load_plugins` returns.
 
 Environment:
-    MMPLUG_CACHE_DIR: where the snapshot files go (default ``$XDG_CACHE_HOME/mmplug``, else
-        ``~/.cache/mmplug``).
+    MMPLUG_CACHE_DIR: where the snapshot files go (default the user cache folder:
+        ``$XDG_CACHE_HOME/mmplug``, else ``~/.cache/mmplug`` on Linux).
     MMPLUG_NO_CACHE: ``1`` to load every plugin afresh, reading and writing no snapshot.
 """
 
@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from mmplug.errors import DuplicateComponentError, PluginLoadError
+from mmplug.files import default_cache_root
 from mmplug.plugins.host import FAILED_STATUSES, PluginHost, PluginRecord, import_target
 from mmplug.plugins.loading import env_flag, load_plugins
 from mmplug.plugins.registry import ComponentSpec
@@ -88,12 +89,8 @@ def load_plugins_cached(environ: Mapping[str, str] | None = None) -> PluginHost:
 
 def snapshot_path(environ: Mapping[str, str]) -> Path:
     """The snapshot file of this interpreter's environment (one per ``sys.prefix``)."""
-    base = environ.get("MMPLUG_CACHE_DIR") or os.path.join(
-        environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "mmplug",
-    )
     key = hashlib.sha256(f"{sys.executable}\0{sys.prefix}".encode()).hexdigest()[:16]
-    return Path(base) / f"plugins-{key}.json"
+    return default_cache_root(environ) / f"plugins-{key}.json"
 
 
 def fingerprint(environ: Mapping[str, str]) -> str:

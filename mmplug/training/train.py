@@ -122,14 +122,14 @@ def _train_locked(
         model = load_model(run.checkpoint(LAST), registry)
         task = run.task(model.head)
     else:
-        model, config, task = _build(config, registry, manifests["train"], data)
+        model, config, task = build_for_training(config, registry, manifests["train"], data)
     keys = check_columns(data, model.keys)
     check_balance(settings, model, has_val="val" in manifests)
     monitor, mode = _monitor(settings, task, model.head, "val" in manifests)
     new_run = target if run is None else None
     pipeline = Pipeline.from_model(model)
     if new_run is not None:
-        _fit_encoders(model, pipeline, manifests["train"], data, reporter)
+        fit_encoders_on_split(model, pipeline, manifests["train"], data, reporter)
     datasets = {
         split: ManifestDataset.from_config(
             manifest,
@@ -176,7 +176,7 @@ def _data_section(config: Config) -> DataConfig:
     return config.data
 
 
-def _build(
+def build_for_training(
     config: Config, registry: Registry, train_split: Manifest, data: DataConfig
 ) -> tuple[MultimodalModel, Config, Task]:
     """Build the model, with the head's size from the training labels when left null.
@@ -387,7 +387,7 @@ def resolved_paths(data: DataConfig | None) -> dict[str, Any] | None:
     return dump
 
 
-def _fit_encoders(
+def fit_encoders_on_split(
     model: MultimodalModel,
     pipeline: Pipeline,
     train_split: Manifest,

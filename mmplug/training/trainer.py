@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmplug.data.feature_cache import plan_feature_cache
+from mmplug.data.feature_cache import plan_for_settings
 from mmplug.data.pipeline import ManifestDataset, Skipped, make_loader
 from mmplug.errors import MmplugError
 from mmplug.model.checkpoint import WEIGHTS_FILE, save_model, verify_saved
@@ -127,14 +127,7 @@ class Trainer:
         )
         self._skipped: dict[tuple[str, int], Skipped] = {}
         self.watch = Watch(model, task, datasets["train"], monitor)
-        self.features = plan_feature_cache(
-            self.model,
-            settings.feature_cache,
-            limit_gb=settings.feature_cache_limit_gb,
-            precision=settings.precision,
-            device=device,
-            hash_files=settings.feature_cache_files == "content",
-        )
+        self.features = plan_for_settings(self.model, settings, device)
         for dataset in datasets.values():
             dataset.features = self.features.cache
 
@@ -272,7 +265,7 @@ class Trainer:
                     line.update(blanked.flat(f"val_without_{key}"))
         line["seconds"] = round(time.perf_counter() - started, 2)
         if self.features.cache is not None:
-            self.features.cache.store.evict()
+            self.features.cache.evict_if_grown()
         self._check_finite(line, epoch)
         self.history.append(line)
         self.run.write_jsonl(METRICS, self.history)
