@@ -422,3 +422,37 @@ def test_off_in_yaml_means_off(written: str, meant: str) -> None:
 
     given = yaml.safe_load(f"feature_cache: {written}")
     assert TrainConfig.model_validate(given).feature_cache == meant
+
+
+def test_writers_killed_mid_write_leave_only_whole_entries(tmp_path: Path) -> None:
+    """Two processes write the same entries at once, and one is killed with SIGKILL while it
+    writes: every entry there is whole, and no staging file is taken for one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    writer = (
+        "import sys, torch\n"
+        "from mmplug.data.feature_cache import FeatureStore\n"
+        "store = FeatureStore(sys.argv[1], 10**12)\n"
+        "for index in range(100000):\n"
+        "    n = index % 300\n"
+        "    store.put(f'{n:064x}', {'pooled': torch.full((4096,), float(n))})\n"
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", writer, str(tmp_path)]) for _ in range(2)]
+    store = FeatureStore(tmp_path, limit_bytes=10**12)
+    deadline = time.monotonic() + 60
+    while store.usage()[0] < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for process in writers:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    found = list(store.entries())
+    assert len(found) >= 50
+    for item in found:
+        tensors = load_file(item.path)  # whole: a torn entry would not load
+        assert torch.equal(tensors["pooled"], torch.full((4096,), float(int(item.name[:64], 16))))
+    assert store.usage()[0] == len(found)  # staging files are not entries
