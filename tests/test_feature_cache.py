@@ -411,6 +411,11 @@ def test_the_run_log_says_what_is_cached_and_why_not(
     mmplug.train(given, out=tmp_path / "run", registry=registry, reporter=Log(quiet=True))
     assert f"feature cache ({tmp_path / 'cache' / 'features' / 'v1'}): caching image" in lines
     assert any(line.startswith("feature cache: not text: it has trainable") for line in lines)
+    # the first run computes every training row's image output; training again finds them
+    assert "feature cache, epoch 1: 0 of 24 outputs found, 24 to encode and write" in lines
+    lines.clear()
+    mmplug.train(given, out=tmp_path / "again", registry=registry, reporter=Log(quiet=True))
+    assert "feature cache, epoch 1: 24 of 24 outputs found, 0 to encode and write" in lines
 
 
 @pytest.mark.parametrize(("written", "meant"), [("off", "off"), ("on", "auto"), ("'off'", "off")])

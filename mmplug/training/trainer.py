@@ -347,6 +347,7 @@ class Trainer:
         total, count, passes = 0.0, 0, 0
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+        found, computed = 0, 0  # the feature cache's hits and misses
         with self.reporter.bar(f"epoch {epoch}/{self.epochs}", batches) as advance:
             for index, loaded in enumerate(loader):
                 loaded.raise_fatal()
@@ -355,6 +356,9 @@ class Trainer:
                 group_size = min(accumulation, batches - group_start)
                 if loaded.batch is not None and loaded.targets is not None:
                     passes += 1
+                    for known in loaded.batch.encoded.values():
+                        found += int(known.known.sum())
+                        computed += len(known.entries)
                     batch, targets = loaded.batch.to(device), loaded.targets.to(device)
                     with autocast(device, settings.precision):
                         output = model(batch)
@@ -387,6 +391,11 @@ class Trainer:
         logged = {"train_loss": total / count, **{k: sums[k] / counts[k] for k in sorted(sums)}}
         if settings.unimodal_loss == "auto" and model.unimodal_heads is not None:
             logged |= {f"loss_weight{f'_{k}' if k else ''}": w for k, w in weights.items()}
+        if found or computed:
+            self.reporter.log(
+                f"feature cache, epoch {epoch}: {found} of {found + computed} outputs found, "
+                f"{computed} to encode and write"
+            )
         return logged
 
     def _loss_weights(self) -> dict[str, float]:
