@@ -24,9 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from mmplug.data.manifest import Manifest, MissingColumns, columns_in
+from mmplug.data.sharding import Ranks, ShardedBatches
 from mmplug.errors import ComponentError, DataError, bounded, brief
 from mmplug.model.interfaces import EncoderPreprocessor, Modality, Preprocessor
 from mmplug.model.multimodal import Batch
@@ -506,20 +514,41 @@ def make_loader(
     train: bool,
     num_workers: int = 0,
     seed: int = 0,
+    ranks: Ranks | None = None,
 ) -> DataLoader[Example | Skipped]:
     """A loader over ``dataset``, shuffled when ``train`` (in an order fixed by ``seed``).
 
     Workers are started anew each epoch (not persistent), seeded from the loader's
     generator: an epoch's random choices depend only on ``seed``, so a resumed run replays
     exactly what an uninterrupted one would have done.
+
+    Args:
+        batch_size: the global batch.
+        ranks: with more than one process, this one's share of each batch of the order one
+            process would see (:class:`~mmplug.data.sharding.ShardedBatches`).
     """
     generator = torch.Generator().manual_seed(seed)
+    collate = Collate(dataset.pipeline, train=train, rows=dataset)
+    init = _worker_init if num_workers else None
+    if ranks is None or ranks.world == 1:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            num_workers=num_workers,
+            collate_fn=collate,
+            generator=generator,
+            worker_init_fn=init,
+        )
+    # What DataLoader(shuffle=train) makes, drawing from the generator in the same order
+    order: Sampler[int] = (
+        RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
+    )
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=train,
+        batch_sampler=ShardedBatches(BatchSampler(order, batch_size, drop_last=False), ranks),
         num_workers=num_workers,
-        collate_fn=Collate(dataset.pipeline, train=train, rows=dataset),
+        collate_fn=collate,
         generator=generator,
-        worker_init_fn=_worker_init if num_workers else None,
+        worker_init_fn=init,
     )
