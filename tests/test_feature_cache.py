@@ -461,3 +461,34 @@ def test_writers_killed_mid_write_leave_only_whole_entries(tmp_path: Path) -> No
         tensors = load_file(item.path)  # whole: a torn entry would not load
         assert torch.equal(tensors["pooled"], torch.full((4096,), float(int(item.name[:64], 16))))
     assert store.usage()[0] == len(found)  # staging files are not entries
+
+
+def test_a_caption_that_starts_with_a_tilde_is_a_value_not_a_path(tmp_path: Path) -> None:
+    key = CachedKey("f" * 64, tokens=False)
+    assert key.entry("~nobody-here likes cats", tmp_path) is not None
+    assert key.entry("~50 people on a bus", tmp_path) != key.entry("~51 people", tmp_path)
+
+
+def test_a_file_replaced_with_its_modification_time_kept_is_another_entry(
+    tmp_path: Path,
+) -> None:
+    """As ``cp -p``, ``rsync -t`` or ``tar x`` replace a file: same size, same mtime."""
+    key = CachedKey("f" * 64, tokens=False)
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"one")
+    stat = path.stat()
+    first = key.entry("a.wav", tmp_path)
+    replacement = tmp_path / "new.wav"
+    replacement.write_bytes(b"two")
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(replacement, path)
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns and path.stat().st_size == stat.st_size
+    assert key.entry("a.wav", tmp_path) != first
+
+
+def test_clearing_the_cache_leaves_other_files_alone(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path, limit_bytes=10**9)
+    store.put("ab" * 32, {"pooled": torch.zeros(2)})
+    (tmp_path / "features" / "mine.npy").write_bytes(b"a user's own file")
+    assert store.clear() == 1
+    assert (tmp_path / "features" / "mine.npy").exists() and not store.folder.exists()

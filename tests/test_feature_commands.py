@@ -263,3 +263,22 @@ def test_a_bad_config_is_one_line_exit_2(work: Path, capsys: pytest.CaptureFixtu
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("mmplug: error: ")
     assert "bertt" in err and "did you mean 'bert'" in err
+
+
+@pytest.mark.parametrize("where", ["folder", "missing"])
+def test_an_out_that_cant_be_written_is_refused_before_encoding(
+    work: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str
+) -> None:
+    out = tmp_path if where == "folder" else tmp_path / "nowhere" / "x.safetensors"
+    code, stdout, err = run_main(
+        capsys,
+        "encode",
+        str(work / "config.yaml"),
+        "--data",
+        str(work / "data" / "val.jsonl"),
+        "--out",
+        str(out),
+    )
+    assert code == 2 and err.count("\n") == 1 and err.startswith("mmplug: error: --out ")
+    assert ("is a folder" if where == "folder" else "does not exist") in err
+    assert "fitting" not in stdout  # refused before the model was built

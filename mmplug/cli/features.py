@@ -70,7 +70,7 @@ def add_feature_commands(commands: Any) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from mmplug.cli.running import split_config_and_overrides
-    from mmplug.data.encoding import encode_manifest
+    from mmplug.data.encoding import check_out, encode_manifest
     from mmplug.data.feature_cache import plan_for_settings
     from mmplug.data.manifest import read_manifest
     from mmplug.data.pipeline import ManifestDataset, Pipeline
@@ -86,6 +86,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise MmplugError("encode needs a CONFIG file or a RUN_DIR first")
     reporter = Reporter(quiet=args.quiet)
     manifest = read_manifest(args.data)  # before building: a wrong path fails fast
+    if args.out is not None:
+        check_out(args.out)
     model, config = prepare_model(source, overrides, args.host.registry, reporter)
     assert config.data is not None  # prepare_model checks
     settings = config.train

@@ -16,6 +16,7 @@ for the cache only if its preprocessing is deterministic, which is what makes th
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,7 @@ def encode_manifest(
     """
     keys = model.keys
     if out is not None:
+        check_out(out)
         clashing = [key for key in keys if key == ROW or key.startswith(PRESENT)]
         if clashing:
             raise MmplugError(
@@ -183,6 +185,23 @@ def _cat(parts: Sequence[Tensor], empty: tuple[int, ...], dtype: torch.dtype) ->
     return torch.cat(list(parts)) if parts else torch.zeros(empty, dtype=dtype)
 
 
+def check_out(out: str | Path) -> None:
+    """Refuse an ``--out`` that can't be written before any encoding is done: a folder, or
+    a file in a folder that doesn't exist or isn't writable.
+
+    Raises:
+        MmplugError: naming the path and why.
+    """
+    path = Path(out)
+    if path.is_dir():
+        raise MmplugError(f"--out {out} is a folder; give a file name (emb.safetensors)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise MmplugError(f"--out {out}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise MmplugError(f"--out {out}: the folder {parent} is not writable")
+
+
 def _save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, Any]) -> None:
     """Write ``tensors`` to ``path`` whole or not at all."""
     from safetensors.torch import save
@@ -190,4 +209,7 @@ def _save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, Any]) -> N
     from mmplug.files import write_bytes
 
     data = save({name: t.contiguous() for name, t in tensors.items()}, metadata=metadata)
-    write_bytes(path, data)
+    try:
+        write_bytes(path, data)
+    except OSError as exc:
+        raise MmplugError(f"can't write the embeddings to {path}: {exc.strerror or exc}") from exc

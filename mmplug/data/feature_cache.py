@@ -37,7 +37,6 @@ import io
 import json
 import os
 import pickle
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -173,10 +172,29 @@ class FeatureStore:
         return removed
 
     def clear(self) -> int:
-        """Remove every entry (of this format and any older one); returns how many there
-        were."""
-        count = sum(1 for _ in (self.root / "features").rglob("*.safetensors"))
-        shutil.rmtree(self.root / "features", ignore_errors=True)
+        """Remove every entry and staging file (of this format and any older one), and the
+        folders they leave empty; anything else under the folder stays. Returns how many
+        entries there were."""
+        count = 0
+        base = self.root / "features"
+        for version in _scandir(base):
+            if not (version.is_dir() and version.name.startswith("v")):
+                continue
+            for shard in _scandir(Path(version.path)):
+                if not shard.is_dir():
+                    continue
+                for item in _scandir(Path(shard.path)):
+                    entry = item.name.endswith(".safetensors") and not item.name.startswith(".")
+                    if entry or (item.name.startswith(".") and item.name.endswith(".tmp")):
+                        with contextlib.suppress(OSError):
+                            os.unlink(item.path)
+                            count += entry
+                with contextlib.suppress(OSError):
+                    os.rmdir(shard.path)  # only if empty
+            with contextlib.suppress(OSError):
+                os.rmdir(version.path)
+        with contextlib.suppress(OSError):
+            os.rmdir(base)
         return count
 
 
@@ -227,18 +245,24 @@ def _value_identity(value: Any, root: str | Path | None, *, hash_files: bool) ->
     except (TypeError, ValueError):
         return None
     if isinstance(value, str) and value:
-        path = Path(value).expanduser()
-        if not path.is_absolute() and root is not None:
-            path = Path(root) / path
-        with contextlib.suppress(OSError, ValueError):
+        # a caption such as "~50 people" is no path: expanduser raises RuntimeError for it
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            path = Path(value).expanduser()
+            if not path.is_absolute() and root is not None:
+                path = Path(root) / path
             if path.is_file():
                 resolved = path.resolve()
                 if hash_files:
                     digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
                     identity += f"\0content {digest}"
                 else:
+                    # the change time and inode too: cp -p, rsync -t and tar x keep the
+                    # modification time of a file they replace, never its change time
                     stat = resolved.stat()
-                    identity += f"\0file {resolved}\0{stat.st_size}\0{stat.st_mtime_ns}"
+                    identity += (
+                        f"\0file {resolved}\0{stat.st_size}\0{stat.st_mtime_ns}"
+                        f"\0{stat.st_ctime_ns}\0{stat.st_ino}"
+                    )
     return identity
 
 
