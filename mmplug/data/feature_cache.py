@@ -16,8 +16,9 @@ the encoder says so). The others run as always, and the run says why.
 An entry's name makes a stale hit impossible: it is a digest of the encoder's fingerprint
 (its distribution, version and name, its resolved params and its modality's, every weight's
 bytes, its preprocessor's pickled state, the run's precision and device type, torch's version)
-and of the sample's value (the value itself; for a file, its resolved path, size and
-modification time, or its content's digest with ``train.feature_cache_files: content``).
+and of the sample's value (the value itself; for a file, its resolved path, size,
+modification and change times and inode, or its content's digest with
+``train.feature_cache_files: content``).
 
 Storage: one small safetensors file per entry (``pooled``, and ``tokens``/``mask`` when the
 fusion uses tokens), under ``<cache>/features/v1/<2 hex>/``. Safetensors because it is the

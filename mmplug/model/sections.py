@@ -182,7 +182,8 @@ class TrainConfig(BaseModel):
     feature_cache_files: Literal["stat", "content"] = Field(
         default="stat",
         description="How the feature cache tells a file has changed: 'stat' (path, size, "
-        "modification time) or 'content' (a digest of the bytes, read every epoch).",
+        "modification and change times, inode) or 'content' (a digest of the bytes, read "
+        "every epoch).",
     )
 
 
