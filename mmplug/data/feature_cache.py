@@ -128,11 +128,7 @@ class FeatureStore:
 
     def entries(self) -> Iterator[os.DirEntry[str]]:
         """Every entry file (staging files left out)."""
-        for shard in _scandir(self.folder):
-            if shard.is_dir():
-                for item in _scandir(Path(shard.path)):
-                    if item.name.endswith(".safetensors") and not item.name.startswith("."):
-                        yield item
+        return (item for item in _shard_files(self.folder) if _is_entry(item.name))
 
     def usage(self) -> tuple[int, int]:
         """How many entries there are and the space they take on disk, in bytes (allocated
@@ -150,12 +146,11 @@ class FeatureStore:
         import time
 
         now = time.time()
-        for shard in _scandir(self.folder):
-            for item in _scandir(Path(shard.path)) if shard.is_dir() else ():
-                if item.name.endswith(".tmp"):
-                    with contextlib.suppress(OSError):
-                        if now - item.stat().st_mtime > STALE_STAGING_S:
-                            os.unlink(item.path)
+        for item in _shard_files(self.folder):
+            if _is_staging(item.name):
+                with contextlib.suppress(OSError):
+                    if now - item.stat().st_mtime > STALE_STAGING_S:
+                        os.unlink(item.path)
         found = []
         for item in self.entries():
             with contextlib.suppress(OSError):
@@ -181,19 +176,15 @@ class FeatureStore:
         for version in _scandir(base):
             if not (version.is_dir() and version.name.startswith("v")):
                 continue
-            for shard in _scandir(Path(version.path)):
-                if not shard.is_dir():
-                    continue
-                for item in _scandir(Path(shard.path)):
-                    entry = item.name.endswith(".safetensors") and not item.name.startswith(".")
-                    if entry or (item.name.startswith(".") and item.name.endswith(".tmp")):
-                        with contextlib.suppress(OSError):
-                            os.unlink(item.path)
-                            count += entry
+            for item in _shard_files(Path(version.path)):
+                entry = _is_entry(item.name)
+                if entry or _is_staging(item.name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(item.path)
+                        count += entry
+            for folder in (*(shard.path for shard in _scandir(Path(version.path))), version.path):
                 with contextlib.suppress(OSError):
-                    os.rmdir(shard.path)  # only if empty
-            with contextlib.suppress(OSError):
-                os.rmdir(version.path)
+                    os.rmdir(folder)  # only if empty
         with contextlib.suppress(OSError):
             os.rmdir(base)
         return count
@@ -203,6 +194,22 @@ def _on_disk(stat: os.stat_result) -> int:
     """The bytes a file takes on disk (its blocks where the system says, else its size)."""
     blocks = getattr(stat, "st_blocks", None)
     return max(stat.st_size, blocks * 512) if blocks is not None else stat.st_size
+
+
+def _is_entry(name: str) -> bool:
+    return name.endswith(".safetensors") and not name.startswith(".")
+
+
+def _is_staging(name: str) -> bool:
+    """What :meth:`FeatureStore.put` writes before renaming: ``.<entry>.<pid>.<random>.tmp``."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _shard_files(folder: Path) -> Iterator[os.DirEntry[str]]:
+    """Every item in the shard folders (``<2 hex>/``) of one format's folder."""
+    for shard in _scandir(folder):
+        if shard.is_dir():
+            yield from _scandir(Path(shard.path))
 
 
 def _scandir(folder: Path) -> list[os.DirEntry[str]]:
