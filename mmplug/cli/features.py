@@ -219,9 +219,11 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
 
 def _size(size: int) -> str:
     """``1.2 MB``: decimal units, as disks are sold (and the limit is given in GB)."""
-    value = float(size)
-    for unit in ("kB", "MB", "GB"):
+    if size < 1000:
+        return f"{size} bytes"
+    value = size / 1000
+    for unit in ("kB", "MB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
         value /= 1000
-        if value < 1000 or unit == "GB":
-            return f"{value:.1f} {unit}" if size >= 1000 else f"{size} bytes"
-    raise AssertionError("unreachable")
+    return f"{value:.1f} GB"

@@ -135,7 +135,7 @@ def encode_manifest(
                 continue
             for key, known in loaded.batch.encoded.items():
                 counts = result.cached[key]
-                counts.found += int(known.known.sum())
+                counts.found += known.found
                 counts.written += sum(entry is not None for entry in known.entries)
             batch = loaded.batch.to(device)
             with autocast(device, precision):

@@ -58,6 +58,11 @@ class Encoded:
     sink: FeatureSink | None = None
     tokens: bool = True
 
+    @property
+    def found(self) -> int:
+        """How many present rows' outputs are known (the feature cache's hits)."""
+        return int(self.known.sum())
+
     def to(self, device: torch.device | str) -> Encoded:
         out = self.outputs
         if out is not None:

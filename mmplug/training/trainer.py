@@ -357,7 +357,7 @@ class Trainer:
                 if loaded.batch is not None and loaded.targets is not None:
                     passes += 1
                     for known in loaded.batch.encoded.values():
-                        found += int(known.known.sum())
+                        found += known.found
                         computed += len(known.entries)
                     batch, targets = loaded.batch.to(device), loaded.targets.to(device)
                     with autocast(device, settings.precision):
