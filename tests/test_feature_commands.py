@@ -63,6 +63,19 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
     return code, captured.out, captured.err
 
 
+def encode(
+    capsys: pytest.CaptureFixture[str], work: Path, manifest: str, *more: str
+) -> tuple[int, str, str]:
+    """``mmplug encode config.yaml --data data/MANIFEST MORE...`` in ``work``."""
+    config, data = str(work / "config.yaml"), str(work / "data" / manifest)
+    return run_main(capsys, "encode", config, "--data", data, *more)
+
+
+def on_disk(path: Path) -> int:
+    stat = path.stat()
+    return max(stat.st_size, stat.st_blocks * 512)
+
+
 def test_encode_fills_the_cache_and_training_then_hits_it(
     work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -173,15 +186,7 @@ def test_encode_manifest_in_python_without_a_cache(work: Path, tmp_path: Path) -
 def test_a_row_that_cant_be_read_stops_encode_naming_it(
     work: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, _, err = run_main(
-        capsys,
-        "encode",
-        str(work / "config.yaml"),
-        "--data",
-        str(work / "data" / "new.jsonl"),
-        "--out",
-        str(tmp_path / "x.safetensors"),
-    )
+    code, _, err = encode(capsys, work, "new.jsonl", "--out", str(tmp_path / "x.safetensors"))
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("mmplug: error: ")
     assert "new.jsonl row 3, column 'image'" in err
@@ -191,26 +196,19 @@ def test_a_row_that_cant_be_read_stops_encode_naming_it(
 def test_nothing_to_cache_and_no_out_is_an_error_saying_why(
     work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run_main(
-        capsys,
-        "encode",
-        str(work / "config.yaml"),
-        "--data",
-        str(work / "data" / "val.jsonl"),
-        "train.feature_cache='off'",  # quoted: YAML reads a bare off as False
-    )
+    # quoted: YAML reads a bare off as False
+    code, _, err = encode(capsys, work, "val.jsonl", "train.feature_cache='off'")
     assert code == 2 and err.count("\n") == 1
     assert "nothing to do" in err and "text: train.feature_cache is off" in err
 
 
 def test_cache_info_and_clear(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cache = work / "cache-info"
-    config, val = str(work / "config.yaml"), str(work / "data" / "val.jsonl")
-    code, _, err = run_main(capsys, "encode", config, "--data", val, f"train.feature_cache={cache}")
+    code, _, err = encode(capsys, work, "val.jsonl", f"train.feature_cache={cache}")
     assert code == 0, err
     files = entry_files(cache)
     assert len(files) == 16
-    size = sum(max(f.stat().st_size, f.stat().st_blocks * 512) for f in files)  # on disk
+    size = sum(on_disk(f) for f in files)
     code, out, _ = run_main(capsys, "cache", "info", "--dir", str(cache))
     assert code == 0
     assert f"feature cache: {cache / 'features' / 'v1'}" in out
@@ -232,9 +230,8 @@ def test_cache_commands_default_to_mmplug_cache_dir(
     (shard / "abcd.safetensors").write_bytes(b"x" * 1500)
     (shard / ".abcd.1.tmp").write_bytes(b"staging")  # a writer's: not an entry
     _, out, _ = run_main(capsys, "cache", "info")
-    size = (shard / "abcd.safetensors").stat()
-    on_disk = max(size.st_size, size.st_blocks * 512)
-    assert str(tmp_path) in out and "entries  1\n" in out and f"({on_disk:,} bytes)" in out
+    size = on_disk(shard / "abcd.safetensors")
+    assert str(tmp_path) in out and "entries  1\n" in out and f"({size:,} bytes)" in out
     _, out, _ = run_main(capsys, "cache", "clear")
     assert out.startswith("removed 1 entries")
 
@@ -270,15 +267,7 @@ def test_an_out_that_cant_be_written_is_refused_before_encoding(
     work: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str
 ) -> None:
     out = tmp_path if where == "folder" else tmp_path / "nowhere" / "x.safetensors"
-    code, stdout, err = run_main(
-        capsys,
-        "encode",
-        str(work / "config.yaml"),
-        "--data",
-        str(work / "data" / "val.jsonl"),
-        "--out",
-        str(out),
-    )
+    code, stdout, err = encode(capsys, work, "val.jsonl", "--out", str(out))
     assert code == 2 and err.count("\n") == 1 and err.startswith("mmplug: error: --out ")
     assert ("is a folder" if where == "folder" else "does not exist") in err
     assert "fitting" not in stdout  # refused before the model was built
