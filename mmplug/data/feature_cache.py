@@ -465,7 +465,7 @@ def encoder_fingerprint(
     model: MultimodalModel, key: str, precision: str, device: torch.device
 ) -> str:
     """The digest of everything the outputs of ``key``'s encoder depend on but the sample."""
-    encoder = model.encoder_items()[model.keys.index(key)][1]
+    encoder = dict(model.encoder_items())[key]
     digest = hashlib.sha256()
 
     def add(text: str) -> None:
